@@ -1,0 +1,1 @@
+"""Thin @activity.defn adapters over careflow/*, grouped by the system they touch."""

@@ -1,0 +1,170 @@
+"""careflow's one settings object.
+
+Every knob is an environment variable `CAREFLOW_<FIELD>` (a `.env` file works too).  The Temporal
+connection also honours the `temporal` CLI's own variables (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY, ...), so one `.careflow/stack.env` serves both careflow and the CLI.
+
+Defaults point at the embedded stack that `careflow dev up` starts.  `load_settings()` turns a bad
+value into a `ConfigError` that names the variable in one line; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CAREFLOW_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; `str()` is the one line to show the operator."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"invalid setting {setting}: {problem}")
+
+
+def _alias(field: str, *extra: str) -> AliasChoices:
+    return AliasChoices(ENV_PREFIX + field.upper(), *extra)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    environment: Literal["dev", "production"] = Field(
+        "dev",
+        description="`dev` may create local secrets under home; `production` requires every secret set.",
+    )
+    home: Path = Field(
+        Path(".careflow"), description="State folder of the embedded stack (data, logs, pids)."
+    )
+
+    # Temporal
+    temporal_address: str = Field(
+        "127.0.0.1:7233", validation_alias=_alias("temporal_address", "TEMPORAL_ADDRESS")
+    )
+    temporal_namespace: str = Field(
+        "careflow", validation_alias=_alias("temporal_namespace", "TEMPORAL_NAMESPACE")
+    )
+    temporal_api_key: SecretStr | None = Field(
+        None, validation_alias=_alias("temporal_api_key", "TEMPORAL_API_KEY")
+    )
+    temporal_tls_cert: Path | None = Field(
+        None, validation_alias=_alias("temporal_tls_cert", "TEMPORAL_TLS_CLIENT_CERT_PATH")
+    )
+    temporal_tls_key: Path | None = Field(
+        None, validation_alias=_alias("temporal_tls_key", "TEMPORAL_TLS_CLIENT_KEY_PATH")
+    )
+    temporal_tls_ca: Path | None = Field(
+        None, validation_alias=_alias("temporal_tls_ca", "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
+    )
+    temporal_ui_port: int = Field(8233, ge=1, le=65535)
+
+    # Postgres (+ pgvector)
+    database_url: str = "postgresql://postgres@127.0.0.1:55432/careflow"
+    database_pool_min: int = Field(1, ge=0)
+    database_pool_max: int = Field(10, ge=1)
+
+    # HTTP API (codec endpoint, online paths) and the EHR
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    fhir_base_url: str = "http://127.0.0.1:8000/fhir/r4"
+
+    # LLM providers
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=_alias("anthropic_api_key", "ANTHROPIC_API_KEY")
+    )
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+
+    # Payload encryption: "kid1:<base64 32 bytes>,kid2:<...>"; the active key encrypts, all decrypt.
+    payload_keys: SecretStr | None = None
+    payload_key_id: str | None = None
+    # Bearer token(s) accepted by the codec endpoint, comma separated.
+    codec_tokens: SecretStr | None = None
+
+    # Workers
+    worker_max_concurrent_activities: int = Field(64, ge=1)
+    worker_max_concurrent_workflow_tasks: int = Field(64, ge=1)
+    worker_graceful_shutdown_seconds: float = Field(30.0, ge=0)
+    # `dev up` gives worker k the Prometheus port base + k.
+    worker_metrics_port_base: int = Field(9460, ge=1, le=65000)
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("expected host:port, e.g. 127.0.0.1:7233")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_url(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return v
+
+    @field_validator("fhir_base_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s):// URL")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            missing = "temporal_tls_key" if self.temporal_tls_key is None else "temporal_tls_cert"
+            raise ValueError(f"{missing}: mTLS needs both a client certificate and its key")
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError("database_pool_min: must not exceed database_pool_max")
+        return self
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        # Temporal Cloud: an API key or a client certificate both imply TLS.
+        return self.temporal_api_key is not None or self.temporal_tls_cert is not None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def temporal_ui_url(self) -> str:
+        host = self.temporal_address.rpartition(":")[0]
+        return f"http://{host}:{self.temporal_ui_port}"
+
+    @cached_property
+    def state_dir(self) -> Path:
+        return self.home.resolve()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning a validation error into a one-line ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        field = loc[0] if loc else ""
+        # A model-level check names its field at the start of the message ("field: problem").
+        if not field and ": " in msg:
+            field, msg = msg.split(": ", 1)
+        name = field.upper() if field.upper().startswith(ENV_PREFIX) else ENV_PREFIX + field.upper()
+        raise ConfigError(name, msg) from None

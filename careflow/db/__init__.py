@@ -1,0 +1,1 @@
+"""Postgres access: the asyncpg pool (pgvector registered), migrations, the embedded server."""

@@ -1,0 +1,1 @@
+"""Everything that starts or steers workflows: the `careflow` CLI, the HTTP API, event bridges, schedules."""

@@ -1,0 +1,3 @@
+from starters.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""careflow's HTTP API (FastAPI): health, the payload codec endpoint; later issues add online paths."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from careflow.config import Settings
+from careflow.db.pool import create_pool
+from careflow.security.codec import EncryptionCodec
+from careflow.security.keys import codec_tokens, payload_keyring
+from starters.codec_server import codec_router
+
+
+def create_app(settings: Settings) -> FastAPI:
+    codec = EncryptionCodec(payload_keyring(settings))
+    tokens = codec_tokens(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(settings)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(title="careflow", version="0.1.0", lifespan=lifespan)
+    ui = settings.temporal_ui_url
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=sorted({ui, ui.replace("127.0.0.1", "localhost")}),
+        allow_methods=["POST", "GET", "OPTIONS"],
+        allow_headers=["content-type", "x-namespace", "authorization"],
+        allow_credentials=True,
+    )
+    app.include_router(codec_router(codec.encode, codec.decode, tokens))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        try:
+            async with app.state.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+            db = "ok"
+        except Exception as exc:
+            db = f"error: {type(exc).__name__}"
+        return {"status": "ok" if db == "ok" else "degraded", "database": db}
+
+    return app

@@ -1,0 +1,32 @@
+"""Run the platform canary across careflow's task queues and wait for its report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from careflow import task_queues
+from careflow.models.platform import CanaryInput, CanaryOutput
+from workflows.platform_canary import PlatformCanaryWorkflow
+
+
+async def run_canary(
+    client: Client,
+    queues: list[str] | None = None,
+    *,
+    probe_timeout: float = 20.0,
+    workflow_id: str | None = None,
+) -> CanaryOutput:
+    queues = list(queues or task_queues.ALL)
+    # The canary runs on the first queue; it needs a worker there to run at all.
+    wid = workflow_id or f"platform-canary-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    return await client.execute_workflow(
+        PlatformCanaryWorkflow.run,
+        CanaryInput(task_queues=queues, probe_timeout_seconds=probe_timeout),
+        id=wid,
+        task_queue=queues[0],
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        execution_timeout=timedelta(seconds=probe_timeout * 3 + 30),
+    )

@@ -1,0 +1,214 @@
+"""The `careflow` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from careflow import task_queues
+from careflow.config import ConfigError, Settings, load_settings
+from careflow.db.embedded import EmbeddedPostgresError
+from careflow.db.migrate import MigrationError
+from careflow.models.platform import CanaryOutput
+from careflow.security.logging import configure_logging
+from starters.devstack import ComponentState, StackError
+
+app = typer.Typer(
+    help="careflow: durable clinical AI pipelines on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(
+    help="The embedded stack: Temporal dev server, Postgres, API, workers.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(db_app, name="db")
+
+# Failures an operator can act on: one line, no traceback.
+OPERATOR_ERRORS: tuple[type[Exception], ...] = (StackError, EmbeddedPostgresError, MigrationError)
+
+console = Console()
+
+
+def _settings() -> Settings:
+    s = load_settings()
+    configure_logging(s.log_level, s.log_format)
+    return s
+
+
+# -- dev stack ----------------------------------------------------------------------------------
+@dev_app.command("up")
+def dev_up(
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes per task queue (default: keep, or 1).")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Run the platform canary once everything is up.")] = True,
+) -> None:
+    """Start the embedded stack; components already running are left alone."""
+    from starters.devstack import DevStack
+
+    settings = _settings()
+    stack = DevStack(settings, say=lambda m: console.print(f"  {m}"))
+    console.print("[bold]careflow dev up[/bold]")
+
+    async def go() -> None:
+        await stack.up(workers)
+        if check:
+            _print_canary(await _canary(settings, probe_timeout=30))
+
+    asyncio.run(go())
+    console.print(f"""
+[bold]Where to look[/bold]
+  Temporal Web UI : {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows
+  careflow API    : {settings.api_url}/docs
+  stack settings  : {stack.home / "stack.env"}   (set -a; . {stack.home / "stack.env"}; set +a)
+  logs            : {stack.log_dir}/
+  temporal CLI    : temporal workflow list   (after sourcing stack.env; payloads decode via the codec)
+  stop everything : careflow dev down""")
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop, gracefully and by pid, everything `dev up` started."""
+    from starters.devstack import DevStack
+
+    DevStack(_settings(), say=lambda m: console.print(f"  {m}")).down()
+
+
+@dev_app.command("status")
+def dev_status(
+    canary: Annotated[bool, typer.Option(help="Also run the end-to-end platform canary.")] = True,
+) -> None:
+    """Report each component healthy or not, then run the platform canary end to end."""
+    from starters.devstack import DevStack
+
+    settings = _settings()
+
+    async def go() -> tuple[list[ComponentState], CanaryOutput | None]:
+        states = await DevStack(settings).status()
+        healthy = all(st.healthy for st in states)
+        return states, (await _canary(settings, probe_timeout=10) if canary and healthy else None)
+
+    states, result = asyncio.run(go())
+    table = Table("component", "pid", "state", "detail")
+    for st in states:
+        table.add_row(
+            st.name, str(st.pid or "-"), "[green]healthy[/]" if st.healthy else "[red]down[/]", st.detail
+        )
+    console.print(table)
+    healthy = all(st.healthy for st in states)
+    if result is not None:
+        _print_canary(result)
+        healthy = result.healthy
+    raise typer.Exit(0 if healthy else 1)
+
+
+@dev_app.command("record-history")
+def dev_record_history(
+    workflow_id: str,
+    run_id: Annotated[str | None, typer.Option(help="A specific run (default: the latest).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("tests/histories"),
+) -> None:
+    """Export a workflow history (payloads decoded) into tests/histories/ for replay tests."""
+    from careflow.security.temporal import connect
+    from starters.history import export_history
+
+    settings = _settings()
+
+    async def go() -> Path:
+        return await export_history(await connect(settings), workflow_id, out, run_id)
+
+    console.print(f"wrote {asyncio.run(go())}")
+
+
+# -- processes ----------------------------------------------------------------------------------
+@app.command("worker")
+def worker(
+    task_queue: Annotated[str, typer.Option(help=f"Task queue to poll ({', '.join(task_queues.ALL)}).")],
+    identity: Annotated[str | None, typer.Option(help="Worker identity shown in the Web UI.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
+    """Run one worker process on a task queue until SIGTERM (then drain)."""
+    from workers.main import run_worker
+
+    if task_queue not in task_queues.ALL:
+        raise ConfigError(
+            "--task-queue", f"{task_queue!r} is not a careflow task queue ({', '.join(task_queues.ALL)})"
+        )
+    asyncio.run(run_worker(_settings(), task_queue, identity=identity, metrics_port=metrics_port))
+
+
+@app.command("api")
+def api() -> None:
+    """Serve the careflow HTTP API (codec endpoint, health, online paths)."""
+    import uvicorn
+
+    from starters.api import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending SQL migrations (safe to run from several processes at once)."""
+    from careflow.db.migrate import migrate
+
+    applied = asyncio.run(migrate(_settings().database_url))
+    console.print(f"applied: {', '.join(applied) if applied else 'none pending'}")
+
+
+@app.command("canary")
+def canary(
+    queue: Annotated[list[str] | None, typer.Option(help="Task queue(s) to probe (default: all).")] = None,
+) -> None:
+    """Probe every task queue end to end: worker, database, payload codec."""
+    result = asyncio.run(_canary(_settings(), queue, probe_timeout=10))
+    _print_canary(result)
+    raise typer.Exit(0 if result.healthy else 1)
+
+
+async def _canary(
+    settings: Settings, queues: list[str] | None = None, *, probe_timeout: float
+) -> CanaryOutput:
+    from careflow.security.temporal import connect
+    from starters.canary import run_canary
+
+    return await run_canary(await connect(settings), queues, probe_timeout=probe_timeout)
+
+
+def _print_canary(result: CanaryOutput) -> None:
+    console.print(
+        f"\n[bold]platform canary[/bold]: {'[green]healthy[/]' if result.healthy else '[red]unhealthy[/]'}"
+    )
+    for p in result.probes:
+        console.print(
+            f"  {p.task_queue}: worker {p.worker_identity}, database {'ok' if p.database_ok else 'FAILED'}"
+            f" (pgvector {p.pgvector_version}),"
+            f" codec {'ok' if p.codec_ok else 'FAILED'} (key {p.codec_key_id})"
+            + (f" - {p.error}" if p.error else "")
+        )
+    for q, why in result.unreachable.items():
+        console.print(f"  {q}: [red]unreachable[/] - {why}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        print(f"careflow: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OPERATOR_ERRORS as exc:
+        print(f"careflow: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

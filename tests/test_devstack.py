@@ -1,0 +1,147 @@
+"""`careflow dev up | status | down` for real, in a private home on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREFLOW_", "TEMPORAL_"))}
+    env.update(
+        {
+            "CAREFLOW_HOME": str(tmp_path / "home"),
+            "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "CAREFLOW_TEMPORAL_UI_PORT": str(free_port()),
+            "CAREFLOW_API_PORT": str(free_port()),
+            "CAREFLOW_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/careflow",
+            "CAREFLOW_WORKER_METRICS_PORT_BASE": str(free_port()),
+            "CAREFLOW_WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
+            "COLUMNS": "200",
+        }
+    )
+    return env
+
+
+def careflow(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "starters", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def recorded_pids(home: Path) -> dict[str, int]:
+    pids = {p.stem: json.loads(p.read_text())["pid"] for p in (home / "run").glob("*.json")}
+    pg = home / "pg" / "postmaster.pid"
+    if pg.exists():
+        pids["postgres"] = int(pg.read_text().split()[0])
+    return pids
+
+
+def processes_of(home: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(home) in part for part in proc.info["cmdline"] or []) or proc.environ().get(
+                "CAREFLOW_HOME"
+            ) == str(home):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: dict[str, str]) -> None:
+    home = Path(stack_env["CAREFLOW_HOME"])
+    try:
+        first = careflow(stack_env, "dev", "up", "--workers", "2")
+        assert first.returncode == 0, first.stdout + first.stderr
+        out = first.stdout
+        assert "platform canary: healthy" in out
+        ui = f"http://127.0.0.1:{stack_env['CAREFLOW_TEMPORAL_UI_PORT']}"
+        assert f"{ui}/namespaces/careflow/workflows" in out
+        assert (home / "stack.env").exists()
+        env_file = (home / "stack.env").read_text()
+        for var in (
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_NAMESPACE",
+            "CAREFLOW_DATABASE_URL",
+            "CAREFLOW_API_URL",
+            "CAREFLOW_TEMPORAL_UI_URL",
+        ):
+            assert f"{var}=" in env_file
+        assert oct((home / "stack.env").stat().st_mode & 0o777) == "0o600"
+        pids = recorded_pids(home)
+        assert {"temporal", "api", "postgres", "worker-careflow-main-0", "worker-careflow-main-1"} <= set(
+            pids
+        )
+
+        second = careflow(stack_env, "dev", "up")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "started" not in second.stdout.replace("platform canary", "")
+        assert second.stdout.count("already running") == len(pids)
+        assert recorded_pids(home) == pids
+
+        status = careflow(stack_env, "dev", "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "down" not in status.stdout and "platform canary: healthy" in status.stdout
+
+        # Workflows survive a restart: the dev server keeps its SQLite file.
+        env = dict(
+            stack_env,
+            **{
+                k: v.strip("'")
+                for k, v in (
+                    line.split("=", 1)
+                    for line in env_file.splitlines()
+                    if "=" in line and not line.startswith("#")
+                )
+            },
+        )
+        listed = subprocess.run(
+            [str(Path(sys.executable).parent / "temporal"), "workflow", "list", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        before = {w["execution"]["workflowId"] for w in json.loads(listed.stdout)}
+        assert before
+        down = careflow(stack_env, "dev", "down")
+        assert down.returncode == 0, down.stderr
+        assert careflow(stack_env, "dev", "up", "--no-check").returncode == 0
+        relisted = subprocess.run(
+            [str(Path(sys.executable).parent / "temporal"), "workflow", "list", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert before <= {w["execution"]["workflowId"] for w in json.loads(relisted.stdout)}
+
+        pids = recorded_pids(home)
+        down = careflow(stack_env, "dev", "down")
+        assert down.returncode == 0, down.stderr
+        for name, pid in pids.items():
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
+        assert processes_of(home) == []
+        status = careflow(stack_env, "dev", "status", "--no-canary")
+        assert status.returncode == 1
+    finally:
+        careflow(stack_env, "dev", "down")

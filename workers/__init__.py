@@ -1,0 +1,1 @@
+"""Worker entrypoints: which workflows and activities run on which task queue."""

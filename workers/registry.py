@@ -1,0 +1,80 @@
+"""What runs where: the workflows and activities registered on each task queue.
+
+Every queue also gets the platform probe, so the canary can check each one end to end.  The
+Replayer uses `ALL_WORKFLOWS` and `sandbox_runner()` exactly as the workers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from temporalio.converter import PayloadCodec
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.platform import PlatformActivities
+from careflow import task_queues
+from careflow.config import Settings
+from careflow.security.temporal import data_converter
+from workflows.platform_canary import PlatformCanaryWorkflow
+
+
+@dataclass(frozen=True)
+class ProcessClients:
+    """Built once per worker process, injected into every activity class."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    codec: PayloadCodec | None
+    identity: str
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    workflows: Sequence[type]
+    activities: Callable[[ProcessClients], Sequence[Callable[..., Any]]]
+
+
+def _platform_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return [PlatformActivities(c.pool, c.codec, c.identity).probe]
+
+
+QUEUES: dict[str, QueueSpec] = {
+    task_queues.MAIN: QueueSpec(workflows=[PlatformCanaryWorkflow], activities=lambda c: []),
+}
+
+ALL_WORKFLOWS: list[type] = sorted(
+    {wf for spec in QUEUES.values() for wf in spec.workflows}, key=lambda wf: wf.__name__
+)
+
+
+def activities_for(queue: str, clients: ProcessClients) -> list[Callable[..., Any]]:
+    spec = QUEUES.get(queue)
+    own = list(spec.activities(clients)) if spec else []
+    return [*_platform_activities(clients), *own]
+
+
+def workflows_for(queue: str) -> list[type]:
+    spec = QUEUES.get(queue)
+    return list(spec.workflows) if spec else []
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    # careflow's models are plain pydantic and deterministic: pass them through rather than re-import
+    # them per workflow run (the sandbox re-imports everything else).
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "careflow.models", "careflow.task_queues"
+        )
+    )
+
+
+def replayer(settings: Settings, workflows: Sequence[type] | None = None) -> Replayer:
+    return Replayer(
+        workflows=list(workflows or ALL_WORKFLOWS),
+        data_converter=data_converter(settings),
+        workflow_runner=sandbox_runner(),
+    )

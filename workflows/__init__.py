@@ -1,0 +1,1 @@
+"""One module per pipeline; deterministic; inputs and outputs are careflow.models types."""
