@@ -33,7 +33,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/orchestration.py
+	$(BIN)/python -m bench.orchestration
 
 clean: down
 	rm -rf .careflow
