@@ -38,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
         allow_credentials=True,
     )
     app.include_router(codec_router(codec.encode, codec.decode, tokens))
+    # Routers of the building blocks (starters/api_<area>.py), one line each.
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

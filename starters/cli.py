@@ -199,6 +199,10 @@ def _print_canary(result: CanaryOutput) -> None:
         console.print(f"  {q}: [red]unreachable[/] - {why}")
 
 
+# -- command groups of the building blocks: each lives in starters/cli_<area>.py as `app` ---------
+# (register them here, one line each)
+
+
 def main() -> None:
     try:
         app()

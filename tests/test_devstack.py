@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -89,6 +90,11 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         assert {"temporal", "api", "postgres", "worker-careflow-main-0", "worker-careflow-main-1"} <= set(
             pids
         )
+        # each worker serves the SDK's Prometheus metrics on base + k
+        base = int(stack_env["CAREFLOW_WORKER_METRICS_PORT_BASE"])
+        metrics = [httpx.get(f"http://127.0.0.1:{base + k}/metrics", timeout=5).text for k in (0, 1)]
+        assert all("temporal_" in m for m in metrics)
+        assert any('activity_type="platform.probe"' in m for m in metrics)
 
         second = careflow(stack_env, "dev", "up")
         assert second.returncode == 0, second.stdout + second.stderr

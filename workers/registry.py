@@ -42,8 +42,13 @@ def _platform_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     return [PlatformActivities(c.pool, c.codec, c.identity).probe]
 
 
+def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    # Activity classes of the building blocks, each built once per worker process from `c`.
+    return []
+
+
 QUEUES: dict[str, QueueSpec] = {
-    task_queues.MAIN: QueueSpec(workflows=[PlatformCanaryWorkflow], activities=lambda c: []),
+    task_queues.MAIN: QueueSpec(workflows=[PlatformCanaryWorkflow], activities=_main_activities),
 }
 
 ALL_WORKFLOWS: list[type] = sorted(

@@ -1,0 +1,1 @@
+"""HIPAA audit trail: append-only, hash-chained `audit_events` (see trail.py)."""

@@ -1,0 +1,1 @@
+"""AI gateway: providers, tier routing, budgets, rate limits, circuit breaker (see types.py)."""
