@@ -1,0 +1,1 @@
+"""Lab results: normalised results and the deterministic, baseline-aware urgency rules."""

@@ -1,0 +1,119 @@
+"""Models of the lab-alert pipeline (seed P7): one workflow per lab result."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Urgency(StrEnum):
+    LOW = "low"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"low": 0, "high": 1, "critical": 2}[self.value]
+
+
+class LabResult(BaseModel):
+    """One normalised observation (from an OBX) with what is needed to judge it."""
+
+    result_key: str  # stable id of the result (facility + filler order + code): the workflow id's key
+    patient_id: str
+    loinc: str
+    display: str = ""
+    value: float | None
+    value_text: str
+    units: str = ""
+    reference_range: str = ""
+    abnormal_flags: list[str] = Field(default_factory=list)
+    observed_at: datetime | None = None
+    received_at: datetime | None = None
+
+
+class PatientLabContext(BaseModel):
+    baseline: list[float] = Field(default_factory=list)  # the patient's recent values of the same test
+    condition_codes: list[str] = Field(default_factory=list)  # ICD-10-CM / SNOMED of active conditions
+    physician_id: str | None = None  # responsible physician (Practitioner id)
+    charge_nurse_id: str | None = None
+    chief_id: str | None = None
+    missing: list[str] = Field(default_factory=list)  # what could not be read
+
+
+class RuleFinding(BaseModel):
+    urgency: Urgency
+    reasons: list[str]
+    baseline_median: float | None = None
+
+
+class Assessment(BaseModel):
+    urgency: Urgency
+    rule_urgency: Urgency
+    reasons: list[str]
+    clinical_narrative: str = ""
+    suggested_action: str = ""
+    ai_engine: str = ""  # provider/model that wrote the narrative ("offline" by default)
+
+
+class LabAlertInput(BaseModel):
+    result: LabResult
+    tenant: str = "default"
+
+
+class ContextRequest(BaseModel):
+    patient_id: str
+    loinc: str
+    lookback_days: int = 365
+
+
+class AssessRequest(BaseModel):
+    result: LabResult
+    context: PatientLabContext
+    workflow_id: str
+
+
+class AlertDelivery(BaseModel):
+    result_key: str
+    level: str  # "physician" | "charge_nurse" | "chief"
+    recipient_id: str | None
+    patient_id: str
+    loinc: str
+    urgency: Urgency
+    summary: str  # the narrative shown to the clinician (travels encrypted)
+    workflow_id: str
+
+
+class DeliveryReceipt(BaseModel):
+    level: str
+    task_id: str
+    notified: bool
+
+
+class AlertAck(BaseModel):
+    by: str  # practitioner or user id
+    role: str = "physician"
+    note: str = ""
+
+
+class AckRecord(BaseModel):
+    by: str
+    role: str
+    at: datetime
+    level_at_ack: str  # the escalation level the alert had reached
+
+
+class LabAlertStatus(BaseModel):
+    stage: str  # received | assessing | no-alert | alerted | escalated | acknowledged | unacknowledged
+    urgency: Urgency | None = None
+    alerted_at: datetime | None = None
+    deliveries: list[DeliveryReceipt] = Field(default_factory=list)
+    acknowledged: AckRecord | None = None
+
+
+class LabAlertOutput(BaseModel):
+    result_key: str
+    assessment: Assessment
+    status: LabAlertStatus

@@ -1,0 +1,1 @@
+"""Notifications: a durable record per notification and an optional webhook, deduplicated by key."""
