@@ -57,11 +57,15 @@ def new_key_spec(key_id: str) -> str:
     return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
 
 
-def _dev_secret(settings: Settings, name: str, make: str) -> str:
+def dev_secret(settings: Settings, name: str, make: str) -> str:
+    """`<home>/secrets/<name>`, created once with `make` (mode 0600) and shared by every process."""
     path = Path(settings.state_dir) / "secrets" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_text().strip()
         with os.fdopen(fd, "w") as fh:
             fh.write(make)
     return path.read_text().strip()
@@ -72,7 +76,7 @@ def payload_keyring(settings: Settings) -> Keyring:
         return Keyring.parse(settings.payload_keys.get_secret_value(), settings.payload_key_id)
     if settings.environment != "dev":
         raise ConfigError("CAREFLOW_PAYLOAD_KEYS", "required when CAREFLOW_ENVIRONMENT=production")
-    spec = _dev_secret(settings, "payload.keys", new_key_spec("dev-1"))
+    spec = dev_secret(settings, "payload.keys", new_key_spec("dev-1"))
     return Keyring.parse(spec, settings.payload_key_id, setting=f"{settings.state_dir}/secrets/payload.keys")
 
 
@@ -84,4 +88,4 @@ def codec_tokens(settings: Settings) -> list[str]:
         return tokens
     if settings.environment != "dev":
         raise ConfigError("CAREFLOW_CODEC_TOKENS", "required when CAREFLOW_ENVIRONMENT=production")
-    return [_dev_secret(settings, "codec.token", secrets.token_urlsafe(32))]
+    return [dev_secret(settings, "codec.token", secrets.token_urlsafe(32))]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
+
+from tests.support.serving import serve
 
 
 @dataclass
@@ -33,17 +32,6 @@ async def http_receiver(path: str = "/hook") -> AsyncIterator[Received]:
         rec.requests.append({"headers": dict(request.headers), "body": await request.json()})
         return Response(status_code=204)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    rec.url = f"http://127.0.0.1:{port}{path}"
-    try:
+    async with serve(app) as root:
+        rec.url = root + path
         yield rec
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
