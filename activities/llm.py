@@ -1,0 +1,172 @@
+"""The LLM activity: a structured task drafted through the AI gateway (tier routing, budgets, rate
+limit, breaker, cost attribution).  The gateway is built once per worker process.
+
+Workflows call `LlmActivities.draft` with `draft_options(tier)`: a longer timeout for Frontier,
+retries for transient refusals (rate limit, providers down) at the delay the gateway asks for, and no
+retry for what another attempt cannot fix (bad input, PHI refusal, tier not allowed, budget block).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, Field, ValidationError
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from careflow.config import Settings
+from careflow.llm.config import GatewayConfig
+from careflow.llm.errors import (
+    BudgetExceeded,
+    GatewayError,
+    PhiNotPermitted,
+    ProvidersUnavailable,
+    RateLimited,
+    TierNotAllowed,
+    UnknownTeam,
+)
+from careflow.llm.gateway import Gateway, build_providers
+from careflow.llm.types import Evidence, ProviderError, Tier
+
+
+class DraftInput(BaseModel):
+    team_id: str
+    use_case: str  # cost attribution: "prior-auth", "lab-alert", ...
+    tier: Tier
+    task: str  # a careflow.llm.tasks task name
+    task_input: dict[str, Any]
+    evidence: list[Evidence] = Field(default_factory=list)
+    request_id: str  # from the workflow id and step, never the run id
+    contains_phi: bool | None = None  # None: the task's own declaration
+
+
+class DraftOutput(BaseModel):
+    task: str
+    output: dict[str, Any]  # the validated task output (the task's output model as JSON)
+    request_id: str
+    provider: str | None = None
+    model: str | None = None
+    requested_tier: Tier
+    tier: Tier  # may be Efficient after a budget downgrade
+    fallback_used: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+
+
+# Per tier: how long one attempt may take (Frontier reasons longest) and how often to retry.
+DRAFT_TIMEOUTS: dict[Tier, timedelta] = {
+    Tier.FRONTIER: timedelta(minutes=3),
+    Tier.STANDARD: timedelta(seconds=90),
+    Tier.EFFICIENT: timedelta(seconds=45),
+}
+NON_RETRYABLE = [
+    "BadLlmInput",
+    "PhiNotPermitted",
+    "TierNotAllowed",
+    "BudgetExceeded",
+    "UnknownTeam",
+    "ProviderRejected",
+]
+DRAFT_RETRY: dict[Tier, RetryPolicy] = {
+    tier: RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+    for tier, attempts in ((Tier.FRONTIER, 6), (Tier.STANDARD, 5), (Tier.EFFICIENT, 5))
+}
+
+
+def draft_options(tier: Tier) -> dict[str, Any]:
+    """Keyword arguments for workflow.execute_activity(LlmActivities.draft, ...)."""
+    return {"start_to_close_timeout": DRAFT_TIMEOUTS[tier], "retry_policy": DRAFT_RETRY[tier]}
+
+
+_NOT_RETRYABLE: dict[type[GatewayError], str] = {
+    PhiNotPermitted: "PhiNotPermitted",
+    TierNotAllowed: "TierNotAllowed",
+    BudgetExceeded: "BudgetExceeded",
+    UnknownTeam: "UnknownTeam",
+}
+
+
+def to_application_error(exc: Exception) -> ApplicationError:
+    """Gateway refusals as Temporal errors; messages carry ids and numbers only."""
+    if isinstance(exc, RateLimited | ProvidersUnavailable):
+        # Temporal waits as long as the gateway asks instead of failing the workflow.
+        return ApplicationError(
+            str(exc), type=type(exc).__name__, next_retry_delay=timedelta(seconds=exc.retry_after)
+        )
+    for refusal, name in _NOT_RETRYABLE.items():
+        if isinstance(exc, refusal):
+            return ApplicationError(str(exc), type=name, non_retryable=True)
+    if isinstance(exc, ValidationError | KeyError):
+        # pydantic's message would quote the input: name the fields only.
+        where = (
+            ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            if isinstance(exc, ValidationError)
+            else str(exc)
+        )
+        return ApplicationError(f"invalid task input: {where}", type="BadLlmInput", non_retryable=True)
+    if isinstance(exc, ProviderError) and not exc.falls_back:
+        return ApplicationError(str(exc), type="ProviderRejected", non_retryable=True)
+    return ApplicationError(str(exc), type=type(exc).__name__)
+
+
+class LlmActivities:
+    """Built once per worker process; the gateway (provider clients included) on first use."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings | None = None, gateway: Gateway | None = None
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._gateway = gateway
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            config = GatewayConfig()
+            settings = self._settings or Settings()
+            self._gateway = Gateway(self._pool, build_providers(settings, config), config)
+        return self._gateway
+
+    @activity.defn(name="llm.draft")
+    async def draft(self, inp: DraftInput) -> DraftOutput:
+        attempt = activity.info().attempt
+        request_id = inp.request_id if attempt == 1 else f"{inp.request_id}#attempt{attempt}"
+        try:
+            parsed, rec = await self.gateway.run_task(
+                inp.team_id,
+                inp.use_case,
+                inp.tier,
+                inp.task,
+                inp.task_input,
+                inp.evidence,
+                request_id,
+                inp.contains_phi,
+            )
+        except (GatewayError, ProviderError, ValidationError, KeyError) as exc:
+            raise to_application_error(exc) from None
+        return DraftOutput(
+            task=inp.task,
+            output=parsed.model_dump(mode="json"),
+            request_id=request_id,
+            provider=rec.provider,
+            model=rec.model,
+            requested_tier=inp.tier,
+            tier=Tier(rec.tier),
+            fallback_used=rec.fallback_used,
+            prompt_tokens=rec.prompt_tokens,
+            completion_tokens=rec.completion_tokens,
+            cost_usd=rec.cost_usd,
+            latency_ms=rec.latency_ms,
+        )

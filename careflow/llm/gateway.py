@@ -1,0 +1,358 @@
+"""The AI gateway: team checks, budget reservation, token rate limit, tier routing with fallback
+behind per-provider circuit breakers, cost attribution.  Callers name a tier, never a model.
+
+One call, in order: team + month ledger (one query) -> tier allowed? PHI allowed? -> downgrade to
+Efficient at 90 % of the budget -> admit the token estimate into the team's 60 s window -> reserve
+the worst-case cost -> primary, then fallback, each only while its breaker admits it -> settle the
+actual cost and tokens -> record the call.  Refusals are typed (careflow.llm.errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from careflow.config import Settings
+from careflow.llm import structured, tasks
+from careflow.llm.breaker import BreakerSettings, CircuitBreaker, Permit
+from careflow.llm.budget import BudgetLedger, BudgetSnapshot, Reservation
+from careflow.llm.config import GatewayConfig, Target
+from careflow.llm.cost import (
+    CallRecord,
+    CallRecorder,
+    GatewayMetrics,
+    cost_of,
+    estimate_prompt_tokens,
+    quality_of,
+    worst_case_cost,
+)
+from careflow.llm.errors import (
+    BudgetExceeded,
+    GatewayError,
+    PhiNotPermitted,
+    ProvidersUnavailable,
+    RateLimited,
+    StructuredOutputFailed,
+    TierNotAllowed,
+    UnknownTeam,
+)
+from careflow.llm.ratelimit import RateTicket, TokenRateLimiter
+from careflow.llm.types import (
+    CompletionRequest,
+    CompletionResponse,
+    Evidence,
+    Provider,
+    ProviderError,
+    Tier,
+)
+from careflow.security.logging import get_logger
+
+log = get_logger(__name__)
+
+_OUTCOMES: dict[type[GatewayError], str] = {
+    UnknownTeam: "unknown_team",
+    TierNotAllowed: "tier_not_allowed",
+    PhiNotPermitted: "phi_refused",
+    BudgetExceeded: "budget_exceeded",
+    RateLimited: "rate_limited",
+    ProvidersUnavailable: "providers_unavailable",
+    StructuredOutputFailed: "invalid_output",
+}
+# When every provider failed without saying when to come back.
+_DEFAULT_RETRY_AFTER_S = 5.0
+
+Clock = Callable[[], datetime | None]
+
+
+def build_providers(settings: Settings, config: GatewayConfig) -> dict[str, Provider]:
+    """The providers the configuration names: offline always, the others when configured."""
+    from careflow.llm.providers.offline import OfflineProvider
+
+    providers: dict[str, Provider] = {"offline": OfflineProvider()}
+    if settings.anthropic_api_key is not None:
+        from careflow.llm.providers.anthropic import AnthropicProvider
+
+        providers["anthropic"] = AnthropicProvider(
+            settings.anthropic_api_key.get_secret_value(),
+            base_url=config.anthropic_base_url,
+            phi_permitted=config.anthropic_phi_permitted,
+            timeout=config.provider_timeout_s,
+        )
+    if settings.openai_base_url is not None:
+        from careflow.llm.providers.openai_compatible import OpenAICompatibleProvider
+
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        providers["azure_openai"] = OpenAICompatibleProvider(
+            settings.openai_base_url,
+            api_key=key,
+            name="azure_openai",
+            phi_permitted=config.azure_openai_phi_permitted,
+            timeout=config.provider_timeout_s,
+        )
+    return providers
+
+
+@dataclass
+class _Call:
+    """One provider call in progress: what admission holds, and what to settle it at."""
+
+    rec: CallRecord
+    ticket: RateTicket | None = None
+    reservation: Reservation | None = None
+    actual_usd: Decimal = Decimal(0)  # stays 0 when no provider answered: the hold is released
+    actual_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Routed:
+    response: CompletionResponse
+    target: Target
+    fallback_used: bool
+
+
+class Gateway:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        providers: Mapping[str, Provider],
+        config: GatewayConfig | None = None,
+        *,
+        metrics: GatewayMetrics | None = None,
+        clock: Clock = lambda: None,  # None: the database's now(); tests inject fixed times
+    ) -> None:
+        self._pool = pool
+        self.config = config or GatewayConfig()
+        self.providers = dict(providers)
+        self.routes = self.config.tier_routes()
+        self.breaker = CircuitBreaker(
+            pool,
+            BreakerSettings(
+                failures=self.config.breaker_failures,
+                window_s=self.config.breaker_window_s,
+                open_s=self.config.breaker_open_s,
+                probe_ttl_s=self.config.breaker_probe_ttl_s,
+            ),
+        )
+        self.ledger = BudgetLedger(pool, self.config.budget_alert_at, self.config.budget_downgrade_at)
+        self.limiter = TokenRateLimiter(pool, self.config.rate_window_s)
+        self.recorder = CallRecorder(pool)
+        self.metrics = metrics or GatewayMetrics()
+        self._clock = clock
+
+    # -- raw completions ----------------------------------------------------------------------
+    async def complete(
+        self, team_id: str, use_case: str, tier: Tier, request: CompletionRequest, request_id: str
+    ) -> CompletionResponse:
+        response, _ = await self.complete_with_record(team_id, use_case, tier, request, request_id)
+        return response
+
+    async def complete_with_record(
+        self, team_id: str, use_case: str, tier: Tier, request: CompletionRequest, request_id: str
+    ) -> tuple[CompletionResponse, CallRecord]:
+        rec = _new_record(team_id, use_case, tier, request, request_id)
+        async with self._recorded(rec) as call:
+            response = await self._call(call, Tier(tier), request)
+            evidence_ids = [e.id for e in request.evidence]
+            rec.citation_count, rec.disclaimer_present = quality_of(response, evidence_ids)
+        return response, rec
+
+    @asynccontextmanager
+    async def _recorded(self, rec: CallRecord) -> AsyncIterator[_Call]:
+        """Time the block, set the outcome from its refusal if any, then settle and record the call."""
+        started = time.perf_counter()
+        call = _Call(rec)
+        try:
+            yield call
+        except GatewayError as exc:
+            rec.outcome = _OUTCOMES.get(type(exc), "refused")
+            raise
+        except ProviderError as exc:
+            rec.outcome = f"provider_{exc.kind}"
+            raise
+        except Exception:
+            rec.outcome = "error"
+            raise
+        finally:
+            rec.latency_ms = (time.perf_counter() - started) * 1000
+            # Shielded: a cancelled caller must not leave money reserved.
+            await asyncio.shield(self._finish(call))
+
+    async def _call(self, call: _Call, tier: Tier, request: CompletionRequest) -> CompletionResponse:
+        rec = call.rec
+        routed = await self._admitted_call(call, tier, request)
+        response, usage = routed.response, routed.response.usage
+        rec.provider, rec.model = routed.target.provider, routed.target.model
+        rec.prompt_tokens, rec.completion_tokens = usage.input_tokens, usage.output_tokens
+        rec.cached_tokens = usage.cache_read_tokens
+        rec.fallback_used = routed.fallback_used
+        rec.finish_reason = response.finish_reason
+        rec.response_chars = len(response.text)
+        rec.cost_usd = cost_of(usage, self.config.price(routed.target.model))
+        call.actual_usd, call.actual_tokens = rec.cost_usd, usage.input_tokens + usage.output_tokens
+        return response
+
+    async def _admitted_call(self, call: _Call, tier: Tier, request: CompletionRequest) -> Routed:
+        rec, at = call.rec, self._clock()
+        # Admission runs on one connection, released before the (long) provider call.
+        async with self._pool.acquire() as conn:
+            snap = await self.ledger.snapshot(rec.team_id, at, conn)
+            team = snap.team
+            if tier not in team.allowed_tiers:
+                raise TierNotAllowed(team.team_id, tier.value, [t.value for t in team.allowed_tiers])
+            if request.contains_phi and not team.phi_permitted:
+                raise PhiNotPermitted(team.team_id, "the team is not permitted to send PHI")
+            effective = await self._budget_tier(snap, tier, conn)
+            rec.tier = effective.value
+            targets = self._eligible_targets(team.team_id, effective, request.contains_phi)
+
+            prompt_estimate = estimate_prompt_tokens(request)
+            call.ticket = await self.limiter.admit(
+                team.team_id, team.tokens_per_minute, prompt_estimate + request.max_tokens, at, conn
+            )
+            prices = [self.config.price(t.model) for t in targets]
+            estimate = worst_case_cost(prompt_estimate, request.max_tokens, prices)
+            call.reservation = await self.ledger.reserve(snap, estimate, conn)
+            first = targets[0].provider
+            first_permit = (
+                await self.breaker.acquire(first, at, conn)
+                if first in snap.breaker_watch
+                else Permit(first, probe=False, had_failures=False)  # closed, no recent failure
+            )
+        return await self._route(effective, targets, request, first_permit)
+
+    async def _finish(self, call: _Call) -> None:
+        """Settle the reservation and the rate window at the actual cost, record the call: one connection."""
+        self.metrics.observe(call.rec)
+        try:
+            async with self._pool.acquire() as conn:
+                if call.reservation is not None:
+                    await self.ledger.settle(call.reservation, call.actual_usd, conn)
+                if call.ticket is not None:
+                    await self.limiter.reconcile(call.ticket, call.actual_tokens, conn)
+                await self.recorder.record(call.rec, conn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            # The answer stands; an unsettled hold only makes the budget stricter until it is fixed.
+            log.error("llm call settlement failed", request_id=call.rec.request_id, error=type(exc).__name__)
+
+    async def _budget_tier(self, snap: BudgetSnapshot, tier: Tier, conn: asyncpg.Connection) -> Tier:
+        if tier is Tier.EFFICIENT or not self.ledger.should_downgrade(snap):
+            return tier
+        await self.ledger.note_downgrade(snap, conn)
+        return Tier.EFFICIENT
+
+    def _eligible_targets(self, team_id: str, tier: Tier, contains_phi: bool) -> list[Target]:
+        route = self.routes.get(tier)
+        targets = [t for t in (route.targets() if route else []) if t.provider in self.providers]
+        if not targets:
+            raise ProvidersUnavailable(tier.value, ["no provider configured"], _DEFAULT_RETRY_AFTER_S)
+        if contains_phi:
+            targets = [t for t in targets if self.providers[t.provider].phi_permitted]
+            if not targets:
+                raise PhiNotPermitted(team_id, f"no PHI-permitted provider serves tier {tier.value!r}")
+        return targets
+
+    # -- routing --------------------------------------------------------------------------------
+    async def _route(
+        self, tier: Tier, targets: list[Target], request: CompletionRequest, first_permit: Permit | None
+    ) -> Routed:
+        reasons: list[str] = []
+        retry_after: float | None = None
+        for index, target in enumerate(targets):
+            failure: str
+            provider = self.providers[target.provider]
+            if index == 0:
+                permit = first_permit  # checked during admission, on the same connection
+            else:
+                permit = await self.breaker.acquire(target.provider, self._clock())
+            if permit is None:
+                reasons.append(f"{target.provider}: breaker open")
+                retry_after = min(retry_after or self.config.breaker_open_s, self.config.breaker_open_s)
+                continue
+            try:
+                response = await asyncio.wait_for(
+                    provider.complete(request, target.model), self.config.provider_timeout_s
+                )
+            except ProviderError as exc:
+                if not exc.falls_back:
+                    if permit.probe:  # it answered: the provider is up, the request was bad
+                        await self.breaker.record_success(permit, self._clock())
+                    raise
+                failure = exc.kind
+                if exc.retry_after is not None:
+                    retry_after = min(retry_after or exc.retry_after, exc.retry_after)
+            except TimeoutError:
+                failure = "timeout"
+            except (OSError, ValueError, RuntimeError) as exc:  # an unwrapped transport or decode error
+                failure = f"error {type(exc).__name__}"
+            else:
+                await self.breaker.record_success(permit, self._clock())
+                return Routed(response, target, fallback_used=index > 0)
+            await self.breaker.record_failure(permit, self._clock())
+            self.metrics.provider_failures.labels(target.provider, failure).inc()
+            reasons.append(f"{target.provider}: {failure}")
+            log.warning("llm provider failed", provider=target.provider, tier=tier.value, kind=failure)
+        raise ProvidersUnavailable(tier.value, reasons, retry_after or _DEFAULT_RETRY_AFTER_S)
+
+    # -- structured tasks ---------------------------------------------------------------------------
+    async def run_task(
+        self,
+        team_id: str,
+        use_case: str,
+        tier: Tier,
+        task: str,
+        task_input: BaseModel | dict[str, Any],
+        evidence: list[Evidence],
+        request_id: str,
+        contains_phi: bool | None = None,  # None: the task's own declaration
+    ) -> tuple[BaseModel, CallRecord]:
+        """Build the task's request, call through routing, validate; one corrective retry, then
+        StructuredOutputFailed.  Bad task input raises pydantic's ValidationError, unknown task KeyError."""
+        spec = tasks.task_spec(task)
+        request = spec.build_request(task_input, evidence, Tier(tier))
+        if contains_phi is not None:
+            request.contains_phi = contains_phi
+        evidence_ids = {e.id for e in evidence}
+        error: structured.StructuredOutputError | None = None
+        for attempt in range(2):
+            call_id = request_id if attempt == 0 else f"{request_id}:retry"
+            rec = _new_record(team_id, use_case, tier, request, call_id)
+            parsed: BaseModel | None = None
+            async with self._recorded(rec) as call:
+                response = await self._call(call, Tier(tier), request)
+                try:
+                    parsed = structured.parse_output(task, response, evidence_ids)
+                except structured.StructuredOutputError as exc:
+                    error, rec.outcome = exc, "invalid_output"
+                signals = structured.quality_signals(task, response, parsed)
+                rec.citation_count = int(str(signals["citation_count"]))
+                disclaimer = signals["disclaimer_present"]
+                rec.disclaimer_present = None if disclaimer is None else bool(disclaimer)
+            if parsed is not None:
+                return parsed, rec
+            assert error is not None
+            log.info("llm output invalid", task=task, request_id=request_id, attempt=attempt + 1)
+            request = structured.corrective_request(request, response, error)
+        # The validation message names fields and ids only (never values), so it is safe to carry.
+        raise StructuredOutputFailed(task, request_id, "; ".join(error.problems) if error else "invalid")
+
+
+def _new_record(
+    team_id: str, use_case: str, tier: Tier, request: CompletionRequest, request_id: str
+) -> CallRecord:
+    return CallRecord(
+        request_id=request_id,
+        team_id=team_id,
+        use_case=use_case,
+        requested_tier=Tier(tier).value,
+        tier=Tier(tier).value,
+        contains_phi=request.contains_phi,
+    )
