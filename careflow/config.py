@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     fhir_base_url: str = "http://127.0.0.1:8000/fhir/r4"
+    # HL7 v2 MLLP listener (lab results in)
+    hl7_host: str = "127.0.0.1"
+    hl7_port: int = Field(2575, ge=1, le=65535)
+    hl7_max_frame_bytes: int = Field(1024 * 1024, ge=1024)
+    # Push notifications (critical alerts, review requests): a webhook, or None to only record them
+    notify_webhook_url: str | None = None
 
     # LLM providers
     anthropic_api_key: SecretStr | None = Field(
@@ -119,7 +125,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a postgresql:// URL")
         return v
 
-    @field_validator("fhir_base_url", "openai_base_url")
+    @field_validator("fhir_base_url", "openai_base_url", "notify_webhook_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):

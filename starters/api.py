@@ -13,6 +13,7 @@ from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.security.codec import EncryptionCodec
 from careflow.security.keys import codec_tokens, payload_keyring
+from starters import api_fhir, api_gateway
 from starters.codec_server import codec_router
 
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(codec_router(codec.encode, codec.decode, tokens))
     # Routers of the building blocks (starters/api_<area>.py), one line each.
+    app.include_router(api_gateway.router)
+    app.include_router(api_fhir.router, prefix="/fhir/r4")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from careflow.db.embedded import EmbeddedPostgresError
 from careflow.db.migrate import MigrationError
 from careflow.models.platform import CanaryOutput
 from careflow.security.logging import configure_logging
+from starters import cli_audit, cli_gateway, cli_labs, cli_seed
 from starters.devstack import ComponentState, StackError
 
 app = typer.Typer(
@@ -201,6 +202,12 @@ def _print_canary(result: CanaryOutput) -> None:
 
 # -- command groups of the building blocks: each lives in starters/cli_<area>.py as `app` ---------
 # (register them here, one line each)
+app.add_typer(cli_audit.app, name="audit")
+app.add_typer(cli_seed.app, name="seed")
+app.add_typer(cli_gateway.teams_app, name="teams")
+app.add_typer(cli_gateway.cost_app, name="cost")
+app.add_typer(cli_labs.hl7_app, name="hl7")
+app.add_typer(cli_labs.alerts_app, name="alerts")
 
 
 def main() -> None:

@@ -194,6 +194,7 @@ class DevStack:
         await self._up_temporal()
         await self._up_api()
         self._up_workers(workers)
+        await self._up_hl7()
         self.write_stack_env()
 
     async def _up_postgres(self) -> None:
@@ -255,6 +256,15 @@ class DevStack:
         except httpx.HTTPError:
             return False
 
+    async def _up_hl7(self) -> None:
+        s = self.settings
+        if self.pid_of("hl7"):
+            self.say(f"hl7: already running (pid {self.pid_of('hl7')})")
+            return
+        pid = self._spawn("hl7", [sys.executable, "-m", "starters", "hl7", "listen"])
+        await _wait_for(lambda: _port_open(s.hl7_host, s.hl7_port), "HL7 MLLP listener", 60)
+        self.say(f"hl7: MLLP listener on {s.hl7_host}:{s.hl7_port} (pid {pid})")
+
     def _up_workers(self, count: int | None) -> None:
         running = self.worker_names()
         per_queue = count if count is not None else max(1, len(running) // max(1, len(task_queues.ALL)))
@@ -290,7 +300,7 @@ class DevStack:
     def down(self) -> list[str]:
         stopped = []
         grace = self.settings.worker_graceful_shutdown_seconds + 5
-        for name in [*self.worker_names(), "api", "temporal"]:
+        for name in ["hl7", *self.worker_names(), "api", "temporal"]:
             if self._terminate(name, grace if name.startswith("worker-") else 15):
                 stopped.append(name)
                 self.say(f"{name}: stopped")
@@ -320,6 +330,15 @@ class DevStack:
             )
         )
         states.append(ComponentState("api", self.pid_of("api"), self._api_healthy(), self.settings.api_url))
+        hl7 = f"{self.settings.hl7_host}:{self.settings.hl7_port}"
+        states.append(
+            ComponentState(
+                "hl7",
+                self.pid_of("hl7"),
+                _port_open(self.settings.hl7_host, self.settings.hl7_port),
+                f"MLLP {hl7}",
+            )
+        )
         for name in self.worker_names():
             pid = self.pid_of(name)
             states.append(

@@ -24,6 +24,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
             "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
             "CAREFLOW_TEMPORAL_UI_PORT": str(free_port()),
             "CAREFLOW_API_PORT": str(free_port()),
+            "CAREFLOW_HL7_PORT": str(free_port()),
             "CAREFLOW_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/careflow",
             "CAREFLOW_WORKER_METRICS_PORT_BASE": str(free_port()),
             "CAREFLOW_WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
@@ -87,9 +88,14 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
             assert f"{var}=" in env_file
         assert oct((home / "stack.env").stat().st_mode & 0o777) == "0o600"
         pids = recorded_pids(home)
-        assert {"temporal", "api", "postgres", "worker-careflow-main-0", "worker-careflow-main-1"} <= set(
-            pids
-        )
+        assert {
+            "temporal",
+            "api",
+            "hl7",
+            "postgres",
+            "worker-careflow-main-0",
+            "worker-careflow-main-1",
+        } <= set(pids)
         # each worker serves the SDK's Prometheus metrics on base + k
         base = int(stack_env["CAREFLOW_WORKER_METRICS_PORT_BASE"])
         metrics = [httpx.get(f"http://127.0.0.1:{base + k}/metrics", timeout=5).text for k in (0, 1)]

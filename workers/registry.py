@@ -15,10 +15,16 @@ from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.audit import AuditActivities
+from activities.fhir import fhir_activities, process_fhir_client
+from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
+from activities.llm import LlmActivities
 from activities.platform import PlatformActivities
 from careflow import task_queues
 from careflow.config import Settings
+from careflow.notify.notifier import Notifier
 from careflow.security.temporal import data_converter
+from workflows.lab_alert import LabResultAlertWorkflow
 from workflows.platform_canary import PlatformCanaryWorkflow
 
 
@@ -44,11 +50,26 @@ def _platform_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     # Activity classes of the building blocks, each built once per worker process from `c`.
-    return []
+    llm = LlmActivities(c.pool, c.settings)
+    lab = LabAlertActivities(
+        process_fhir_client(c.settings, c.pool, c.identity),
+        GatewayUrgencyAssessor(lambda: llm.gateway),
+        Notifier(c.pool, c.settings.notify_webhook_url),
+    )
+    return [
+        AuditActivities(c.pool).record,
+        llm.draft,
+        *fhir_activities(c.settings, c.pool, c.identity),
+        lab.patient_context,
+        lab.assess,
+        lab.deliver_alert,
+    ]
 
 
 QUEUES: dict[str, QueueSpec] = {
-    task_queues.MAIN: QueueSpec(workflows=[PlatformCanaryWorkflow], activities=_main_activities),
+    task_queues.MAIN: QueueSpec(
+        workflows=[PlatformCanaryWorkflow, LabResultAlertWorkflow], activities=_main_activities
+    ),
 }
 
 ALL_WORKFLOWS: list[type] = sorted(

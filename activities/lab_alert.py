@@ -1,0 +1,274 @@
+"""Activities of the lab-alert pipeline: patient context from FHIR, two-step assessment, alert delivery.
+
+Each is idempotent: reads are reads; the alert Task is a conditional create keyed by the result key
+and escalation level, and the push notification is deduplicated by the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from activities.fhir import application_error
+from careflow.fhir.errors import FhirError
+from careflow.labs.rules import assess_rules
+from careflow.llm.errors import GatewayError
+from careflow.llm.gateway import Gateway
+from careflow.llm.tasks import LabUrgency, LabUrgencyInput
+from careflow.llm.types import Evidence, ProviderError, Tier
+from careflow.models.lab_alert import (
+    AlertDelivery,
+    Assessment,
+    AssessRequest,
+    ContextRequest,
+    DeliveryReceipt,
+    PatientLabContext,
+    RuleFinding,
+    Urgency,
+)
+from careflow.notify.notifier import Notifier
+from careflow.security.logging import get_logger
+
+log = get_logger("careflow.lab_alert")
+PIPELINE_TEAM = "careflow-pipelines"  # migration 0006
+
+ALERT_IDENTIFIER_SYSTEM = "urn:careflow:lab-alert"
+LOINC = "http://loinc.org"
+ROLE_CODES = {"charge_nurse": "charge-nurse", "chief": "department-chief"}
+
+
+class FhirSearch(Protocol):
+    """The part of careflow.fhir.client.FhirClient these activities use."""
+
+    async def search(
+        self,
+        resource_type: str,
+        params: Mapping[str, str | Sequence[str]],
+        *,
+        request_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    async def conditional_create(
+        self,
+        resource: dict[str, Any],
+        identifier: str,
+        *,
+        request_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> tuple[dict[str, Any], bool]: ...
+
+
+class UrgencyAssessor(Protocol):
+    """The AI step: may raise the rules' urgency and writes the narrative; never lowers it."""
+
+    async def assess(self, request: AssessRequest, finding: RuleFinding) -> Assessment: ...
+
+
+class GatewayUrgencyAssessor:
+    """The AI step through careflow's gateway (Efficient tier, the `lab_urgency` task).
+
+    The AI is advisory: when the gateway cannot answer (providers down, budget blocked, invalid
+    output), the rules' finding stands alone, so a critical result is never held back by the AI.
+    """
+
+    def __init__(self, gateway: Callable[[], Gateway], team_id: str = PIPELINE_TEAM) -> None:
+        self._gateway = gateway
+        self._team = team_id
+
+    async def assess(self, request: AssessRequest, finding: RuleFinding) -> Assessment:
+        r, ctx = request.result, request.context
+        lab_id = f"lab:{r.result_key}"
+        evidence = [
+            Evidence(
+                id=lab_id,
+                kind="lab",
+                title=r.display or r.loinc,
+                text=f"{r.display or r.loinc} (LOINC {r.loinc}) {r.value_text} {r.units}; reference range "
+                f"{r.reference_range or 'not given'}; flags {','.join(r.abnormal_flags) or 'none'}",
+            )
+        ]
+        if ctx.baseline:
+            evidence.append(
+                Evidence(
+                    id="lab:baseline",
+                    kind="lab",
+                    title="prior values",
+                    text="Prior values of the same test: " + ", ".join(map(str, ctx.baseline)),
+                )
+            )
+        evidence += [
+            Evidence(id=f"condition:{code}", kind="fhir", title="active condition", text=code)
+            for code in ctx.condition_codes[:20]
+        ]
+        task_input = LabUrgencyInput(
+            test=r.display or r.loinc,
+            loinc=r.loinc,
+            value=r.value_text,
+            units=r.units,
+            reference_range=r.reference_range,
+            abnormal_flags=r.abnormal_flags,
+            rule_urgency=finding.urgency.value,
+            rule_reasons=finding.reasons,
+            baseline=ctx.baseline,
+            context_missing=ctx.missing,
+        )
+        try:
+            parsed, rec = await self._gateway().run_task(
+                self._team,
+                "lab-alert",
+                Tier.EFFICIENT,
+                "lab_urgency",
+                task_input,
+                evidence,
+                request_id=f"{request.workflow_id}:assess",
+                contains_phi=True,
+            )
+        except (GatewayError, ProviderError, ValidationError) as exc:
+            log.warning(
+                "ai assessment unavailable, rules stand",
+                workflow_id=request.workflow_id,
+                error=type(exc).__name__,
+            )
+            return Assessment(
+                urgency=finding.urgency,
+                rule_urgency=finding.urgency,
+                reasons=finding.reasons,
+                clinical_narrative="; ".join(finding.reasons),
+                ai_engine=f"unavailable ({type(exc).__name__})",
+            )
+        assert isinstance(parsed, LabUrgency)
+        return Assessment(
+            urgency=Urgency(parsed.urgency),
+            rule_urgency=finding.urgency,
+            reasons=finding.reasons,
+            clinical_narrative=parsed.clinical_narrative,
+            suggested_action=parsed.suggested_action,
+            ai_engine=f"{rec.provider}/{rec.model}",
+        )
+
+
+def _numeric(obs: dict[str, Any]) -> float | None:
+    q = obs.get("valueQuantity") or {}
+    v = q.get("value")
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _ref_id(ref: dict[str, Any] | None, resource_type: str) -> str | None:
+    value = (ref or {}).get("reference", "")
+    return value.split("/", 1)[1] if value.startswith(f"{resource_type}/") else None
+
+
+class LabAlertActivities:
+    def __init__(self, fhir: FhirSearch, assessor: UrgencyAssessor, notifier: Notifier) -> None:
+        self._fhir = fhir
+        self._assessor = assessor
+        self._notifier = notifier
+
+    @activity.defn(name="lab.patient_context")
+    async def patient_context(self, req: ContextRequest) -> PatientLabContext:
+        try:
+            return await self._patient_context(req)
+        except FhirError as exc:
+            raise application_error(exc) from None
+
+    async def _patient_context(self, req: ContextRequest) -> PatientLabContext:
+        since = (datetime.now(UTC) - timedelta(days=req.lookback_days)).date().isoformat()
+        ctx = PatientLabContext()
+        wid = activity.info().workflow_id
+        observations = await self._fhir.search(
+            "Observation",
+            {
+                "patient": req.patient_id,
+                "code": f"{LOINC}|{req.loinc}",
+                "date": f"ge{since}",
+                "_sort": "-date",
+                "_count": "20",
+            },
+            workflow_id=wid,
+        )
+        ctx.baseline = [v for v in (_numeric(o) for o in observations) if v is not None]
+        if not ctx.baseline:
+            ctx.missing.append("no prior results of this test in the lookback window")
+        conditions = await self._fhir.search("Condition", {"patient": req.patient_id}, workflow_id=wid)
+        ctx.condition_codes = sorted(
+            {
+                c["code"]
+                for cond in conditions
+                for c in (cond.get("code") or {}).get("coding", [])
+                if c.get("code")
+            }
+        )
+        encounters = await self._fhir.search(
+            "Encounter", {"patient": req.patient_id, "_sort": "-date", "_count": "5"}, workflow_id=wid
+        )
+        for enc in encounters:
+            for part in enc.get("participant", []):
+                ctx.physician_id = ctx.physician_id or _ref_id(part.get("individual"), "Practitioner")
+        if ctx.physician_id is None:
+            ctx.missing.append("no responsible physician on a recent encounter")
+        for level, code in ROLE_CODES.items():
+            roles = await self._fhir.search(
+                "PractitionerRole", {"code": code, "_count": "1"}, workflow_id=wid
+            )
+            pid = _ref_id(roles[0].get("practitioner"), "Practitioner") if roles else None
+            setattr(ctx, f"{level}_id", pid)
+            if pid is None:
+                ctx.missing.append(f"no {code} on the roster")
+        return ctx
+
+    @activity.defn(name="lab.assess")
+    async def assess(self, req: AssessRequest) -> Assessment:
+        finding = assess_rules(req.result, req.context)
+        ai = await self._assessor.assess(req, finding)
+        # Safety floor: the AI may escalate a result, never de-escalate what the rules found.
+        urgency = ai.urgency if ai.urgency.rank > finding.urgency.rank else finding.urgency
+        return ai.model_copy(
+            update={"urgency": urgency, "rule_urgency": finding.urgency, "reasons": finding.reasons}
+        )
+
+    @activity.defn(name="lab.deliver_alert")
+    async def deliver_alert(self, d: AlertDelivery) -> DeliveryReceipt:
+        key = f"{d.result_key}-{d.level}"
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "identifier": [{"system": ALERT_IDENTIFIER_SYSTEM, "value": key}],
+            "status": "requested",
+            "intent": "order",
+            "priority": "stat",
+            "code": {"text": "Acknowledge critical laboratory result"},
+            "for": {"reference": f"Patient/{d.patient_id}"},
+            "authoredOn": datetime.now(UTC).isoformat(),
+            "description": d.summary,
+            "input": [
+                {"type": {"text": "loinc"}, "valueString": d.loinc},
+                {"type": {"text": "escalation-level"}, "valueString": d.level},
+            ],
+        }
+        if d.recipient_id:
+            task["owner"] = {"reference": f"Practitioner/{d.recipient_id}"}
+        try:
+            created, _ = await self._fhir.conditional_create(
+                task, f"{ALERT_IDENTIFIER_SYSTEM}|{key}", workflow_id=d.workflow_id
+            )
+        except FhirError as exc:
+            raise application_error(exc) from None
+        sent = await self._notifier.send(
+            dedup_key=f"lab-alert:{key}",
+            kind="lab-alert",
+            recipient_id=d.recipient_id,
+            workflow_id=d.workflow_id,
+            body={
+                "kind": "critical-lab-result",
+                "level": d.level,
+                "task": f"Task/{created.get('id')}",
+                "workflow_id": d.workflow_id,
+                "urgency": d.urgency.value,
+                "summary": d.summary,
+            },
+        )
+        return DeliveryReceipt(level=d.level, task_id=str(created.get("id")), notified=sent.delivered)

@@ -1,0 +1,105 @@
+"""The lab-alert pipeline with its real activities: the sandbox EHR seeded with synthetic patients, the
+AI gateway (offline provider), the notifier and the audit trail, on the Temporal dev server.
+
+The same creatinine is critical for a patient with a normal baseline (alert Task + push) and not for
+a CKD patient whose baseline is raised (no alert)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from careflow.audit.trail import PostgresAuditTrail
+from careflow.config import Settings
+from careflow.db.pool import create_pool
+from careflow.fhir.client import FhirClient
+from careflow.fhir.synthetic import generate_ehr
+from careflow.models.lab_alert import AlertAck, LabAlertInput, LabResult, Urgency
+from tests.support.fhir_sandbox import PREFIX, sandbox_app, serve
+from tests.support.http_receiver import http_receiver
+from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
+from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
+
+
+@pytest.mark.parametrize("scenario", ["normal-baseline", "ckd-baseline"])
+async def test_same_creatinine_alerts_only_the_patient_with_a_normal_baseline(
+    client: Client, database_url: str, task_queue: str, scenario: str
+) -> None:
+    ehr = generate_ehr(seed=11, patients=12, as_of=datetime.now(UTC).date())
+    want_ckd = scenario == "ckd-baseline"
+    profile = next(p for p in ehr.profiles if ("ckd3" in p.conditions) == want_ckd and p.admissions > 0)
+    pool = await create_pool(Settings())
+    async with serve(sandbox_app(database_url)) as root, http_receiver() as push:
+        base = root + PREFIX
+        async with FhirClient(base, audit=PostgresAuditTrail(pool), actor="test-loader") as fhir:
+            await fhir.transaction(ehr.bundles[0])
+            await fhir.transaction(ehr.bundles[profile.index + 1])
+            [patient] = await fhir.search("Patient", {"identifier": profile.mrn})
+        settings = Settings(fhir_base_url=base, notify_webhook_url=push.url)
+        clients = ProcessClients(settings, pool, client.data_converter.payload_codec, f"worker-{task_queue}")
+        key = uuid.uuid4().hex
+        result = LabResult(
+            result_key=key,
+            patient_id=patient["id"],
+            loinc="2160-0",
+            display="Creatinine",
+            value=3.0,
+            value_text="3.0",
+            units="mg/dL",
+            reference_range="0.6-1.2",
+            abnormal_flags=["H"],
+        )
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=workflows_for("careflow-main"),
+            activities=activities_for("careflow-main", clients),
+            workflow_runner=sandbox_runner(),
+        ):
+            handle = await client.start_workflow(
+                LabResultAlertWorkflow.run,
+                LabAlertInput(result=result),
+                id=workflow_id(key),
+                task_queue=task_queue,
+            )
+            if want_ckd:
+                out = await handle.result()
+            else:
+                from tests.support.wait import wait_until
+
+                await wait_until(lambda: push.requests, timeout=60, what="the push notification")
+                await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="dr-test"))
+                out = await handle.result()
+        async with FhirClient(base, audit=PostgresAuditTrail(pool), actor="test-reader") as fhir:
+            tasks = await fhir.search("Task", {"identifier": f"urn:careflow:lab-alert|{key}-physician"})
+    try:
+        assert out.assessment.ai_engine.startswith("offline")
+        if want_ckd:
+            assert out.assessment.rule_urgency != Urgency.CRITICAL
+            assert out.assessment.urgency != Urgency.CRITICAL
+            assert out.status.stage == "no-alert" and tasks == [] and push.requests == []
+            assert any("baseline" in r for r in out.assessment.reasons)
+        else:
+            assert out.assessment.urgency == Urgency.CRITICAL
+            assert out.status.stage == "acknowledged"
+            [task] = tasks
+            assert task["for"]["reference"] == f"Patient/{patient['id']}"
+            assert task["owner"]["reference"].startswith("Practitioner/")
+            [req] = push.requests
+            assert req["headers"]["idempotency-key"] == f"lab-alert:{key}-physician"
+            assert req["body"]["task"] == f"Task/{task['id']}"
+        # every FHIR read the pipeline made is audited under its workflow id
+        audited = await _audit_rows(pool, workflow_id(key))
+        assert {"Observation", "Condition", "Encounter", "PractitionerRole"} <= audited
+    finally:
+        await pool.close()
+
+
+async def _audit_rows(pool: asyncpg.Pool, wid: str) -> set[str]:
+    rows = await pool.fetch("SELECT resource_type FROM audit_events WHERE workflow_id = $1", wid)
+    return {r["resource_type"] for r in rows}

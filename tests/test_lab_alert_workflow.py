@@ -1,0 +1,150 @@
+"""LabResultAlertWorkflow on the time-skipping server: 15- and 30-minute escalations, acknowledgement
+at each stage, no alert for non-critical results.  The activities here stand in for FHIR and the
+gateway so the workflow's timing logic is tested alone; the real activities are tested elsewhere."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from careflow.models.lab_alert import (
+    AlertAck,
+    AlertDelivery,
+    Assessment,
+    AssessRequest,
+    ContextRequest,
+    DeliveryReceipt,
+    LabAlertInput,
+    LabResult,
+    PatientLabContext,
+    Urgency,
+)
+from tests.support.wait import wait_until
+from workers.registry import sandbox_runner
+from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
+
+delivered: list[str] = []
+
+
+@activity.defn(name="lab.patient_context")
+async def patient_context(req: ContextRequest) -> PatientLabContext:
+    return PatientLabContext(baseline=[0.9], physician_id="dr-1", charge_nurse_id="rn-1", chief_id="chief-1")
+
+
+@activity.defn(name="lab.assess")
+async def assess(req: AssessRequest) -> Assessment:
+    urgency = Urgency.CRITICAL if (req.result.value or 0) > 6 else Urgency.LOW
+    return Assessment(urgency=urgency, rule_urgency=urgency, reasons=["test"], clinical_narrative="n")
+
+
+@activity.defn(name="lab.deliver_alert")
+async def deliver_alert(d: AlertDelivery) -> DeliveryReceipt:
+    delivered.append(f"{d.result_key}:{d.level}:{d.recipient_id}")
+    return DeliveryReceipt(level=d.level, task_id=f"task-{d.level}", notified=True)
+
+
+@pytest.fixture
+async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncIterator[WorkflowEnvironment]:
+    async with Worker(
+        time_skipping.client,
+        task_queue=task_queue,
+        workflows=[LabResultAlertWorkflow],
+        activities=[patient_context, assess, deliver_alert],
+        workflow_runner=sandbox_runner(),
+    ):
+        yield time_skipping
+
+
+async def start(env: WorkflowEnvironment, task_queue: str, value: float = 6.9) -> WorkflowHandle:
+    key = uuid.uuid4().hex
+    result = LabResult(result_key=key, patient_id="pat-1", loinc="2823-3", value=value, value_text=str(value))
+    return await env.client.start_workflow(
+        LabResultAlertWorkflow.run, LabAlertInput(result=result), id=workflow_id(key), task_queue=task_queue
+    )
+
+
+async def stage(handle: WorkflowHandle) -> str:
+    return (await handle.query(LabResultAlertWorkflow.status)).stage
+
+
+async def wait_alerted(handle: WorkflowHandle) -> None:
+    await wait_until(lambda: _is(handle, "alerted"), what="the alert to go out")
+
+
+async def _is(handle: WorkflowHandle, expected: str) -> bool:
+    return await stage(handle) == expected
+
+
+def levels(handle: WorkflowHandle) -> list[str]:
+    key = handle.id.removeprefix("lab-alert-")
+    return [d.split(":")[1] for d in delivered if d.startswith(key)]
+
+
+async def test_physician_acknowledges_before_15_minutes(env: WorkflowEnvironment, task_queue: str) -> None:
+    handle = await start(env, task_queue)
+    await wait_alerted(handle)
+    await env.sleep(timedelta(minutes=5))
+    await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="dr-1"))
+    await handle.signal(
+        LabResultAlertWorkflow.acknowledge, AlertAck(by="someone-else")
+    )  # redelivery: ignored
+    out = await handle.result()
+    assert levels(handle) == ["physician"]
+    assert out.status.stage == "acknowledged"
+    assert out.status.acknowledged is not None
+    assert (out.status.acknowledged.by, out.status.acknowledged.level_at_ack) == ("dr-1", "physician")
+    assert out.status.alerted_at is not None
+    waited = out.status.acknowledged.at - out.status.alerted_at
+    assert timedelta(minutes=5) <= waited < timedelta(minutes=15)
+
+
+async def test_escalates_to_charge_nurse_at_15_minutes(env: WorkflowEnvironment, task_queue: str) -> None:
+    handle = await start(env, task_queue)
+    await wait_alerted(handle)
+    await env.sleep(timedelta(minutes=20))
+    assert levels(handle) == ["physician", "charge_nurse"]
+    assert await stage(handle) == "escalated"
+    await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="rn-1", role="charge_nurse"))
+    out = await handle.result()
+    assert levels(handle) == ["physician", "charge_nurse"]
+    assert out.status.acknowledged is not None and out.status.acknowledged.level_at_ack == "charge_nurse"
+    assert [d.task_id for d in out.status.deliveries] == ["task-physician", "task-charge_nurse"]
+
+
+async def test_escalates_to_chief_at_30_minutes_and_is_acknowledged(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue)
+    await wait_alerted(handle)
+    await env.sleep(timedelta(minutes=31))
+    assert levels(handle) == ["physician", "charge_nurse", "chief"]
+    await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="chief-1", role="chief"))
+    out = await handle.result()
+    assert out.status.acknowledged is not None and out.status.acknowledged.level_at_ack == "chief"
+    assert out.status.stage == "acknowledged"
+
+
+async def test_never_acknowledged_closes_after_the_give_up_time(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue)
+    out = await handle.result()  # the time-skipping server runs the 24 h out
+    assert levels(handle) == ["physician", "charge_nurse", "chief"]
+    assert out.status.stage == "unacknowledged" and out.status.acknowledged is None
+    assert [
+        f"{d.split(':')[2]}" for d in delivered if d.startswith(handle.id.removeprefix("lab-alert-"))
+    ] == ["dr-1", "rn-1", "chief-1"]
+
+
+async def test_non_critical_result_alerts_nobody(env: WorkflowEnvironment, task_queue: str) -> None:
+    handle = await start(env, task_queue, value=4.1)
+    out = await handle.result()
+    assert out.status.stage == "no-alert" and out.assessment.urgency == Urgency.LOW
+    assert levels(handle) == []
