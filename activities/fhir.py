@@ -28,6 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
+from careflow.fhir.auth import token_provider
 from careflow.fhir.client import (
     FhirClient,
     FhirError,
@@ -197,9 +198,12 @@ def process_fhir_client(settings: Settings, pool: asyncpg.Pool, identity: str) -
     `settings.fhir_base_url`, audited into the Postgres trail as the worker identity."""
     key = (settings.fhir_base_url, identity, id(pool))
     if key not in _CLIENTS:
-        # TODO(auth): a production EHR needs a TokenProvider (careflow.fhir.auth.SmartBackendServices);
-        # Settings has no fields for it yet.
-        _CLIENTS[key] = FhirClient(settings.fhir_base_url, audit=PostgresAuditTrail(pool), actor=identity)
+        _CLIENTS[key] = FhirClient(
+            settings.fhir_base_url,
+            audit=PostgresAuditTrail(pool),
+            actor=identity,
+            token=token_provider(settings),
+        )
     return _CLIENTS[key]
 
 

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     fhir_base_url: str = "http://127.0.0.1:8000/fhir/r4"
+    # EHR authentication: a static bearer token, or SMART Backend Services (client-credentials JWT)
+    fhir_token: SecretStr | None = None
+    fhir_smart_client_id: str | None = None
+    fhir_smart_token_url: str | None = None
+    fhir_smart_key_path: Path | None = None  # PEM private key whose public half the EHR holds
+    fhir_smart_key_id: str | None = None
+    fhir_smart_scope: str = "system/*.read system/*.write"
     # HL7 v2 MLLP listener (lab results in)
     hl7_host: str = "127.0.0.1"
     hl7_port: int = Field(2575, ge=1, le=65535)
@@ -137,6 +144,14 @@ class Settings(BaseSettings):
         if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
             missing = "temporal_tls_key" if self.temporal_tls_key is None else "temporal_tls_cert"
             raise ValueError(f"{missing}: mTLS needs both a client certificate and its key")
+        smart = {
+            "fhir_smart_client_id": self.fhir_smart_client_id,
+            "fhir_smart_token_url": self.fhir_smart_token_url,
+            "fhir_smart_key_path": self.fhir_smart_key_path,
+        }
+        if any(smart.values()) and not all(smart.values()):
+            missing = next(k for k, v in smart.items() if not v)
+            raise ValueError(f"{missing}: SMART Backend Services needs client id, token URL and key path")
         if self.database_pool_min > self.database_pool_max:
             raise ValueError("database_pool_min: must not exceed database_pool_max")
         return self

@@ -72,3 +72,29 @@ def test_production_requires_payload_keys(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError) as info:
         payload_keyring(load_settings())
     assert info.value.setting == "CAREFLOW_PAYLOAD_KEYS"
+
+
+def test_fhir_credentials_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from careflow.fhir.auth import SmartBackendServices, StaticToken, token_provider
+
+    assert token_provider(load_settings()) is None
+    monkeypatch.setenv("CAREFLOW_FHIR_TOKEN", "static-token")
+    assert isinstance(token_provider(load_settings()), StaticToken)
+
+    key = tmp_path / "smart.pem"
+    key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    monkeypatch.setenv("CAREFLOW_FHIR_SMART_CLIENT_ID", "careflow")
+    monkeypatch.setenv("CAREFLOW_FHIR_SMART_TOKEN_URL", "https://ehr.example.org/token")
+    with pytest.raises(ConfigError) as info:  # a half-configured SMART client is refused at start
+        load_settings()
+    assert info.value.setting == "CAREFLOW_FHIR_SMART_KEY_PATH"
+    monkeypatch.setenv("CAREFLOW_FHIR_SMART_KEY_PATH", str(key))
+    provider = token_provider(load_settings())
+    assert isinstance(provider, SmartBackendServices) and provider.client_id == "careflow"

@@ -89,3 +89,20 @@ async def test_failed_migration_applies_nothing(postgres: EmbeddedPostgres, tmp_
         assert await conn.fetchval("SELECT to_regclass('ok')") is None
     finally:
         await conn.close()
+
+
+async def test_app_role_can_use_working_tables_but_not_rewrite_audit(database_url: str, postgres) -> None:  # type: ignore[no-untyped-def]
+    app_dsn = database_url.replace("postgresql://postgres@", "postgresql://careflow_app@")
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        key = f"grant-check-{uuid.uuid4().hex}"
+        await conn.execute(
+            "INSERT INTO notifications (dedup_key, channel, kind, body) VALUES ($1, 'record', 'test', '{}')",
+            key,
+        )
+        await conn.execute("UPDATE notifications SET status = 'delivered' WHERE dedup_key = $1", key)
+        assert await conn.fetchval("SELECT count(*) FROM fhir_resources") >= 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM audit_events")
+    finally:
+        await conn.close()

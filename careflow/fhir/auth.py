@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 import jwt
 
+from careflow.config import ConfigError, Settings
 from careflow.fhir.errors import FhirError
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -136,3 +137,24 @@ class SmartBackendServices:
             return str(body["access_token"]), float(body.get("expires_in", 300))
         except (ValueError, KeyError, TypeError):
             raise FhirAuthError("token endpoint answered without an access_token") from None
+
+
+def token_provider(settings: Settings) -> TokenProvider | None:
+    """The EHR credentials configured in settings: SMART Backend Services, a static token, or none."""
+    if settings.fhir_smart_client_id and settings.fhir_smart_token_url and settings.fhir_smart_key_path:
+        try:
+            key = settings.fhir_smart_key_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                "CAREFLOW_FHIR_SMART_KEY_PATH", f"cannot read the key: {exc.strerror}"
+            ) from None
+        return SmartBackendServices(
+            token_url=settings.fhir_smart_token_url,
+            client_id=settings.fhir_smart_client_id,
+            private_key=key,
+            scope=settings.fhir_smart_scope,
+            key_id=settings.fhir_smart_key_id,
+        )
+    if settings.fhir_token is not None:
+        return StaticToken(settings.fhir_token.get_secret_value())
+    return None

@@ -22,15 +22,15 @@ import contextlib
 import itertools
 import json
 import math
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from tests.support.serving import serve
 
 Api = Literal["anthropic", "openai"]
 
@@ -207,24 +207,12 @@ def _tokens(text: str) -> int:
 async def _serve(upstream: FakeUpstream, path: str) -> AsyncIterator[tuple[str, FakeUpstream]]:
     app = FastAPI()
     app.add_api_route(path, upstream._handle, methods=["POST"])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # surfaces the startup error
-        await asyncio.sleep(0.01)
-    upstream.base_url = f"http://127.0.0.1:{port}"
-    try:
-        yield upstream.base_url, upstream
-    finally:
-        upstream._stopping.set()  # releases hanging handlers so the server can stop
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve(app, lifespan="off", timeout_graceful_shutdown=2) as root:
+        upstream.base_url = root
+        try:
+            yield upstream.base_url, upstream
+        finally:
+            upstream._stopping.set()  # releases hanging handlers so the server can stop
 
 
 @contextlib.asynccontextmanager
