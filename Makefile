@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The main job, end to end: the stack, 20 synthetic patients in the sandbox EHR, and a critical lab
+# result over MLLP followed to the physician's alert (workflow id, Web UI link, how to acknowledge).
 run: $(STAMP)
 	$(BIN)/careflow dev up
+	$(BIN)/careflow seed ehr --patients 20 --seed 7
+	$(BIN)/careflow demo lab-alert --seed 7 --patients 20
 
 down: $(STAMP)
 	$(BIN)/careflow dev down

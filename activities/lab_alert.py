@@ -178,12 +178,15 @@ class LabAlertActivities:
 
     async def _patient_context(self, req: ContextRequest) -> PatientLabContext:
         since = (datetime.now(UTC) - timedelta(days=req.lookback_days)).date().isoformat()
-        ctx = PatientLabContext()
         wid = activity.info().workflow_id
+        # PID-3 carries the MRN; the EHR's Patient id is what FHIR searches take.
+        matches = await self._fhir.search("Patient", {"identifier": req.patient_id}, workflow_id=wid)
+        patient_id = matches[0]["id"] if len(matches) == 1 else req.patient_id
+        ctx = PatientLabContext(fhir_patient_id=patient_id)
         observations = await self._fhir.search(
             "Observation",
             {
-                "patient": req.patient_id,
+                "patient": patient_id,
                 "code": f"{LOINC}|{req.loinc}",
                 "date": f"ge{since}",
                 "_sort": "-date",
@@ -194,7 +197,7 @@ class LabAlertActivities:
         ctx.baseline = [v for v in (_numeric(o) for o in observations) if v is not None]
         if not ctx.baseline:
             ctx.missing.append("no prior results of this test in the lookback window")
-        conditions = await self._fhir.search("Condition", {"patient": req.patient_id}, workflow_id=wid)
+        conditions = await self._fhir.search("Condition", {"patient": patient_id}, workflow_id=wid)
         ctx.condition_codes = sorted(
             {
                 c["code"]
@@ -204,7 +207,7 @@ class LabAlertActivities:
             }
         )
         encounters = await self._fhir.search(
-            "Encounter", {"patient": req.patient_id, "_sort": "-date", "_count": "5"}, workflow_id=wid
+            "Encounter", {"patient": patient_id, "_sort": "-date", "_count": "5"}, workflow_id=wid
         )
         for enc in encounters:
             for part in enc.get("participant", []):

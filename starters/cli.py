@@ -17,7 +17,7 @@ from careflow.db.embedded import EmbeddedPostgresError
 from careflow.db.migrate import MigrationError
 from careflow.models.platform import CanaryOutput
 from careflow.security.logging import configure_logging
-from starters import cli_audit, cli_gateway, cli_labs, cli_seed
+from starters import cli_audit, cli_gateway, cli_labs, cli_seed, demo
 from starters.devstack import ComponentState, StackError
 
 app = typer.Typer(
@@ -208,6 +208,7 @@ app.add_typer(cli_gateway.teams_app, name="teams")
 app.add_typer(cli_gateway.cost_app, name="cost")
 app.add_typer(cli_labs.hl7_app, name="hl7")
 app.add_typer(cli_labs.alerts_app, name="alerts")
+app.add_typer(demo.demo_app, name="demo")
 
 
 def main() -> None:

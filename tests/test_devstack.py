@@ -102,6 +102,18 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         assert all("temporal_" in m for m in metrics)
         assert any('activity_type="platform.probe"' in m for m in metrics)
 
+        # make run's main job: synthetic patients, a critical result over MLLP, the physician alerted
+        seeded = careflow(stack_env, "seed", "ehr", "--patients", "3", "--seed", "7")
+        assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+        demo = careflow(stack_env, "demo", "lab-alert", "--seed", "7", "--patients", "3")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "MSA|AA|" in demo.stdout and "Lab alert: alerted (critical)" in demo.stdout
+        alert_id = next(w for w in demo.stdout.split() if w.startswith("lab-alert-"))
+        acked = careflow(stack_env, "alerts", "ack", alert_id, "--by", "dr-test")
+        assert acked.returncode == 0 and "acknowledged by dr-test" in acked.stdout, (
+            acked.stdout + acked.stderr
+        )
+
         second = careflow(stack_env, "dev", "up")
         assert second.returncode == 0, second.stdout + second.stderr
         assert "started" not in second.stdout.replace("platform canary", "")

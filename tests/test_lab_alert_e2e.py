@@ -45,7 +45,7 @@ async def test_same_creatinine_alerts_only_the_patient_with_a_normal_baseline(
         key = uuid.uuid4().hex
         result = LabResult(
             result_key=key,
-            patient_id=patient["id"],
+            patient_id=profile.mrn,  # what a lab sends in PID-3
             loinc="2160-0",
             display="Creatinine",
             value=3.0,

@@ -86,7 +86,7 @@ class LabResultAlertWorkflow:
                     result_key=result.result_key,
                     level=level,
                     recipient_id=recipients[level],
-                    patient_id=result.patient_id,
+                    patient_id=context.fhir_patient_id or result.patient_id,
                     loinc=result.loinc,
                     urgency=assessment.urgency,
                     summary=summary,

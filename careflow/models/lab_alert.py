@@ -35,6 +35,7 @@ class LabResult(BaseModel):
 
 
 class PatientLabContext(BaseModel):
+    fhir_patient_id: str | None = None  # the EHR's Patient id (the lab sends an MRN in PID-3)
     baseline: list[float] = Field(default_factory=list)  # the patient's recent values of the same test
     condition_codes: list[str] = Field(default_factory=list)  # ICD-10-CM / SNOMED of active conditions
     physician_id: str | None = None  # responsible physician (Practitioner id)
