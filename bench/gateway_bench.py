@@ -33,8 +33,10 @@ import anthropic
 import asyncpg
 import httpx
 
+from careflow.config import Settings
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
+from careflow.db.pool import create_pool
 from careflow.llm.config import GatewayConfig
 from careflow.llm.gateway import Gateway
 from careflow.llm.providers.anthropic import AnthropicProvider
@@ -240,8 +242,8 @@ async def main(n: int, concurrency: int) -> None:
         try:
             dsn = await pg.ensure_database("bench")
             await migrate(dsn)
-            pool = await asyncpg.create_pool(dsn, min_size=4, max_size=20)
-            assert pool is not None
+            # careflow's own pool (its light connection reset is part of what is measured)
+            pool = await create_pool(Settings(database_url=dsn, database_pool_min=4, database_pool_max=20))
             async with fake_anthropic() as (upstream_url, upstream):
                 await in_process(pool, upstream_url, n)
                 proc, api_url = start_api(dsn, upstream_url, root / "home")
