@@ -14,12 +14,14 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from activities.fhir import application_error
+from careflow.audit.sink import AuditSink
 from careflow.fhir.errors import FhirError
 from careflow.labs.rules import assess_rules
 from careflow.llm.errors import GatewayError
 from careflow.llm.gateway import Gateway
 from careflow.llm.tasks import LabUrgency, LabUrgencyInput
 from careflow.llm.types import Evidence, ProviderError, Tier
+from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 from careflow.models.lab_alert import (
     AlertDelivery,
     Assessment,
@@ -164,10 +166,14 @@ def _ref_id(ref: dict[str, Any] | None, resource_type: str) -> str | None:
 
 
 class LabAlertActivities:
-    def __init__(self, fhir: FhirSearch, assessor: UrgencyAssessor, notifier: Notifier) -> None:
+    def __init__(
+        self, fhir: FhirSearch, assessor: UrgencyAssessor, notifier: Notifier, audit: AuditSink, actor: str
+    ) -> None:
         self._fhir = fhir
         self._assessor = assessor
         self._notifier = notifier
+        self._audit = audit
+        self._actor = actor
 
     @activity.defn(name="lab.patient_context")
     async def patient_context(self, req: ContextRequest) -> PatientLabContext:
@@ -228,6 +234,19 @@ class LabAlertActivities:
     async def assess(self, req: AssessRequest) -> Assessment:
         finding = assess_rules(req.result, req.context)
         ai = await self._assessor.assess(req, finding)
+        # An inference over PHI is an audited access, whoever (or whatever) made it.
+        await self._audit.record(
+            AuditEvent(
+                event_type=AuditEventType.AI_INFERENCE,
+                actor=self._actor,
+                action=AuditAction.EXECUTE,
+                patient_id=req.context.fhir_patient_id or req.result.patient_id,
+                resource_type="Observation",
+                request_id=f"{req.workflow_id}:assess",
+                workflow_id=req.workflow_id,
+                detail={"task": "lab_urgency", "engine": ai.ai_engine, "rule_urgency": finding.urgency.value},
+            )
+        )
         # Safety floor: the AI may escalate a result, never de-escalate what the rules found.
         urgency = ai.urgency if ai.urgency.rank > finding.urgency.rank else finding.urgency
         return ai.model_copy(

@@ -13,7 +13,7 @@ from careflow.models.lab_alert import AlertAck
 from starters.hl7_bridge import workflow_starter
 from tests.support.hl7_samples import oru
 from tests.support.wait import wait_until
-from tests.test_lab_alert_workflow import assess, deliver_alert, delivered, patient_context
+from tests.test_lab_alert_workflow import assess, deliver_alert, delivered, patient_context, record_audit
 from workers.registry import sandbox_runner
 from workflows.lab_alert import LabResultAlertWorkflow
 
@@ -29,7 +29,7 @@ async def test_100_resends_one_workflow_one_alert(client: Client, task_queue: st
         client,
         task_queue=task_queue,
         workflows=[LabResultAlertWorkflow],
-        activities=[patient_context, assess, deliver_alert],
+        activities=[patient_context, assess, deliver_alert, record_audit],
         workflow_runner=sandbox_runner(),
     ):
         reader, writer = await asyncio.open_connection(listener.host, listener.port)

@@ -96,8 +96,17 @@ async def test_same_creatinine_alerts_only_the_patient_with_a_normal_baseline(
         # every FHIR read the pipeline made is audited under its workflow id
         audited = await _audit_rows(pool, workflow_id(key))
         assert {"Observation", "Condition", "Encounter", "PractitionerRole"} <= audited
+        kinds = await _audit_kinds(pool, workflow_id(key))
+        assert kinds.count(("ai-inference", "worker-" + task_queue)) == 1
+        if not want_ckd:
+            assert kinds.count(("reviewer-action", "dr-test")) == 1  # the acknowledgement
     finally:
         await pool.close()
+
+
+async def _audit_kinds(pool: asyncpg.Pool, wid: str) -> list[tuple[str, str]]:
+    rows = await pool.fetch("SELECT event_type, actor FROM audit_events WHERE workflow_id = $1", wid)
+    return [(r["event_type"], r["actor"]) for r in rows]
 
 
 async def _audit_rows(pool: asyncpg.Pool, wid: str) -> set[str]:

@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.audit import RecordAuditInput, RecordAuditOutput
 from careflow.models.lab_alert import (
     AlertAck,
     AlertDelivery,
@@ -31,6 +32,13 @@ from workers.registry import sandbox_runner
 from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
 
 delivered: list[str] = []
+audited: list[str] = []
+
+
+@activity.defn(name="audit.record")
+async def record_audit(inp: RecordAuditInput) -> RecordAuditOutput:
+    audited.append(f"{inp.event.workflow_id}:{inp.step}:{inp.event.actor}")
+    return RecordAuditOutput(event_id=len(audited), inserted=True)
 
 
 @activity.defn(name="lab.patient_context")
@@ -56,7 +64,7 @@ async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncItera
         time_skipping.client,
         task_queue=task_queue,
         workflows=[LabResultAlertWorkflow],
-        activities=[patient_context, assess, deliver_alert],
+        activities=[patient_context, assess, deliver_alert, record_audit],
         workflow_runner=sandbox_runner(),
     ):
         yield time_skipping
@@ -100,6 +108,7 @@ async def test_physician_acknowledges_before_15_minutes(env: WorkflowEnvironment
     assert out.status.stage == "acknowledged"
     assert out.status.acknowledged is not None
     assert (out.status.acknowledged.by, out.status.acknowledged.level_at_ack) == ("dr-1", "physician")
+    assert audited.count(f"{handle.id}:acknowledge:dr-1") == 1  # the acknowledgement is audited once
     assert out.status.alerted_at is not None
     waited = out.status.acknowledged.at - out.status.alerted_at
     assert timedelta(minutes=5) <= waited < timedelta(minutes=15)

@@ -21,6 +21,7 @@ from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.llm import LlmActivities
 from activities.platform import PlatformActivities
 from careflow import task_queues
+from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.notify.notifier import Notifier
 from careflow.security.temporal import data_converter
@@ -55,6 +56,8 @@ def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
         process_fhir_client(c.settings, c.pool, c.identity),
         GatewayUrgencyAssessor(lambda: llm.gateway),
         Notifier(c.pool, c.settings.notify_webhook_url),
+        PostgresAuditTrail(c.pool),
+        c.identity,
     )
     return [
         AuditActivities(c.pool).record,

@@ -14,7 +14,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.audit import AuditActivities, RecordAuditInput
     from activities.lab_alert import LabAlertActivities
+    from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
     from careflow.models.lab_alert import (
         AckRecord,
         AlertAck,
@@ -110,7 +112,30 @@ class LabResultAlertWorkflow:
             await self._acknowledged_by(alerted_at + ACK_GIVE_UP)
         if self._status.acknowledged is None:
             self._status.stage = "unacknowledged"
+        elif workflow.patched("audit-acknowledgement"):
+            await self._audit_acknowledgement(wid, context.fhir_patient_id or result.patient_id)
         return LabAlertOutput(result_key=result.result_key, assessment=assessment, status=self._status)
+
+    async def _audit_acknowledgement(self, wid: str, patient_id: str) -> None:
+        ack = self._status.acknowledged
+        assert ack is not None
+        event = AuditEvent(
+            event_type=AuditEventType.REVIEWER_ACTION,
+            actor=ack.by,
+            actor_type="user",
+            action=AuditAction.EXECUTE,
+            patient_id=patient_id,
+            resource_type="Task",
+            workflow_id=wid,
+            detail={"action": "acknowledge", "role": ack.role, "level": ack.level_at_ack},
+            occurred_at=ack.at,  # explicit: the model's default clock is not allowed in workflow code
+        )
+        await workflow.execute_activity_method(
+            AuditActivities.record,
+            RecordAuditInput(event=event, step="acknowledge"),
+            start_to_close_timeout=timedelta(seconds=20),
+            retry_policy=DELIVERY_RETRY,
+        )
 
     async def _acknowledged_by(self, deadline: datetime) -> bool:
         remaining = deadline - workflow.now()
