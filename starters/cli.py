@@ -12,12 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from careflow import task_queues
-from careflow.config import ConfigError, Settings, load_settings
+from careflow.config import ConfigError, Settings
 from careflow.db.embedded import EmbeddedPostgresError
 from careflow.db.migrate import MigrationError
 from careflow.models.platform import CanaryOutput
-from careflow.security.logging import configure_logging
 from starters import cli_audit, cli_gateway, cli_labs, cli_seed, demo
+from starters.cli_common import cli_settings
 from starters.devstack import ComponentState, StackError
 
 app = typer.Typer(
@@ -38,12 +38,6 @@ OPERATOR_ERRORS: tuple[type[Exception], ...] = (StackError, EmbeddedPostgresErro
 console = Console()
 
 
-def _settings() -> Settings:
-    s = load_settings()
-    configure_logging(s.log_level, s.log_format)
-    return s
-
-
 # -- dev stack ----------------------------------------------------------------------------------
 @dev_app.command("up")
 def dev_up(
@@ -55,7 +49,7 @@ def dev_up(
     """Start the embedded stack; components already running are left alone."""
     from starters.devstack import DevStack
 
-    settings = _settings()
+    settings = cli_settings()
     stack = DevStack(settings, say=lambda m: console.print(f"  {m}"))
     console.print("[bold]careflow dev up[/bold]")
 
@@ -80,7 +74,7 @@ def dev_down() -> None:
     """Stop, gracefully and by pid, everything `dev up` started."""
     from starters.devstack import DevStack
 
-    DevStack(_settings(), say=lambda m: console.print(f"  {m}")).down()
+    DevStack(cli_settings(), say=lambda m: console.print(f"  {m}")).down()
 
 
 @dev_app.command("status")
@@ -90,7 +84,7 @@ def dev_status(
     """Report each component healthy or not, then run the platform canary end to end."""
     from starters.devstack import DevStack
 
-    settings = _settings()
+    settings = cli_settings()
 
     async def go() -> tuple[list[ComponentState], CanaryOutput | None]:
         states = await DevStack(settings).status()
@@ -121,7 +115,7 @@ def dev_record_history(
     from careflow.security.temporal import connect
     from starters.history import export_history
 
-    settings = _settings()
+    settings = cli_settings()
 
     async def go() -> Path:
         return await export_history(await connect(settings), workflow_id, out, run_id)
@@ -143,7 +137,7 @@ def worker(
         raise ConfigError(
             "--task-queue", f"{task_queue!r} is not a careflow task queue ({', '.join(task_queues.ALL)})"
         )
-    asyncio.run(run_worker(_settings(), task_queue, identity=identity, metrics_port=metrics_port))
+    asyncio.run(run_worker(cli_settings(), task_queue, identity=identity, metrics_port=metrics_port))
 
 
 @app.command("api")
@@ -153,7 +147,7 @@ def api() -> None:
 
     from starters.api import create_app
 
-    settings = _settings()
+    settings = cli_settings()
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
 
 
@@ -162,7 +156,7 @@ def db_migrate() -> None:
     """Apply pending SQL migrations (safe to run from several processes at once)."""
     from careflow.db.migrate import migrate
 
-    applied = asyncio.run(migrate(_settings().database_url))
+    applied = asyncio.run(migrate(cli_settings().database_url))
     console.print(f"applied: {', '.join(applied) if applied else 'none pending'}")
 
 
@@ -171,7 +165,7 @@ def canary(
     queue: Annotated[list[str] | None, typer.Option(help="Task queue(s) to probe (default: all).")] = None,
 ) -> None:
     """Probe every task queue end to end: worker, database, payload codec."""
-    result = asyncio.run(_canary(_settings(), queue, probe_timeout=10))
+    result = asyncio.run(_canary(cli_settings(), queue, probe_timeout=10))
     _print_canary(result)
     raise typer.Exit(0 if result.healthy else 1)
 

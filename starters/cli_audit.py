@@ -15,17 +15,10 @@ from rich.console import Console
 
 from careflow.audit.export import export_since
 from careflow.audit.trail import VerifyResult, verify
-from careflow.config import Settings, load_settings
-from careflow.security.logging import configure_logging
+from starters.cli_common import cli_settings
 
 app = typer.Typer(help="HIPAA audit trail: verify the hash chain, export AuditEvents.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
-
-
-def _settings() -> Settings:
-    s = load_settings()
-    configure_logging(s.log_level, s.log_format)
-    return s
 
 
 def parse_since(value: str) -> datetime:
@@ -42,7 +35,7 @@ def parse_since(value: str) -> datetime:
 @app.command("verify")
 def verify_command() -> None:
     """Walk the chain in order; exit 1 naming the first broken row."""
-    settings = _settings()
+    settings = cli_settings()
 
     async def go() -> VerifyResult:
         conn = await asyncpg.connect(settings.database_url)
@@ -68,7 +61,7 @@ def export_command(
     out: Annotated[Path | None, typer.Option(help="NDJSON file to write (default: stdout).")] = None,
 ) -> None:
     """Write FHIR R4 AuditEvent resources (IHE BALP shapes), one JSON object per line."""
-    settings = _settings()
+    settings = cli_settings()
     start = parse_since(since)
 
     async def go() -> int:

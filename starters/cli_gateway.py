@@ -16,15 +16,16 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from careflow.config import Settings, load_settings
+from careflow.config import Settings
+from careflow.db.pool import create_pool
 from careflow.llm.budget import month_of
 from careflow.llm.config import GatewayConfig
 from careflow.llm.cost import cost_report, write_csv
 from careflow.llm.errors import UnknownTeam
 from careflow.llm.teams import Team, TeamStore
 from careflow.llm.types import Tier
-from careflow.security.logging import configure_logging
 from starters.api_gateway import sign_team_token
+from starters.cli_common import cli_settings
 
 teams_app = typer.Typer(help="AI gateway teams: tiers, budgets, rate limits, tokens.", no_args_is_help=True)
 cost_app = typer.Typer(help="AI gateway cost attribution.", no_args_is_help=True)
@@ -34,16 +35,9 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
-    s = load_settings()
-    configure_logging(s.log_level, s.log_format)
-    return s
-
-
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     async def go() -> T:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-        assert pool is not None
+        pool = await create_pool(settings.model_copy(update={"database_pool_min": 1, "database_pool_max": 2}))
         try:
             return await work(pool)
         finally:
@@ -114,13 +108,13 @@ def teams_create(
         )
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
-    _show([_with_pool(_settings(), lambda pool: TeamStore(pool).create(team))])
+    _show([_with_pool(cli_settings(), lambda pool: TeamStore(pool).create(team))])
 
 
 @teams_app.command("list")
 def teams_list() -> None:
     """List the teams."""
-    _show(_with_pool(_settings(), lambda pool: TeamStore(pool).all()))
+    _show(_with_pool(cli_settings(), lambda pool: TeamStore(pool).all()))
 
 
 @teams_app.command("set")
@@ -147,7 +141,7 @@ def teams_set(
         except ValidationError as exc:
             raise ValueError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
 
-    _show([_with_pool(_settings(), work)])
+    _show([_with_pool(cli_settings(), work)])
 
 
 @teams_app.command("token")
@@ -156,7 +150,7 @@ def teams_token(
     ttl_days: Annotated[int | None, typer.Option("--ttl-days", help="Validity (default: gateway's).")] = None,
 ) -> None:
     """Print a signed bearer token (JWT, HS256) for the team: the `api_key` of the anthropic SDK."""
-    settings = _settings()
+    settings = cli_settings()
     _with_pool(settings, lambda pool: TeamStore(pool).get(team_id))  # the team must exist
     config = GatewayConfig()
     print(sign_team_token(config.signing_secret(settings), team_id, ttl_days or config.jwt_ttl_days))
@@ -172,7 +166,7 @@ def cost_report_command(
         first = date.fromisoformat(f"{month}-01") if month else month_of()
     except ValueError:
         raise typer.BadParameter("expected YYYY-MM", param_hint="--month") from None
-    rows = _with_pool(_settings(), lambda pool: cost_report(pool, first))
+    rows = _with_pool(cli_settings(), lambda pool: cost_report(pool, first))
     table = Table(
         "team",
         "calls",

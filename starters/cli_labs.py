@@ -10,11 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from careflow.config import Settings, load_settings
 from careflow.hl7.listener import MllpListener
 from careflow.models.lab_alert import AlertAck
-from careflow.security.logging import configure_logging
 from careflow.security.temporal import connect
+from starters.cli_common import cli_settings
 from starters.hl7_bridge import workflow_starter
 from workflows.lab_alert import LabResultAlertWorkflow
 
@@ -23,18 +22,12 @@ alerts_app = typer.Typer(help="Critical lab-result alerts: list and acknowledge.
 console = Console()
 
 
-def _settings() -> Settings:
-    s = load_settings()
-    configure_logging(s.log_level, s.log_format)
-    return s
-
-
 @hl7_app.command("listen")
 def listen(
     port: Annotated[int | None, typer.Option(help="TCP port (default CAREFLOW_HL7_PORT, 2575).")] = None,
 ) -> None:
     """Accept ORU^R01 over MLLP; ACK each message once its workflows are started."""
-    settings = _settings()
+    settings = cli_settings()
 
     async def run() -> None:
         client = await connect(settings, identity="careflow-hl7-listener")
@@ -61,7 +54,7 @@ def list_alerts(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
 ) -> None:
     """Lab-alert workflows (open ones by default) with their stage and escalation level."""
-    settings = _settings()
+    settings = cli_settings()
 
     async def run() -> None:
         client = await connect(settings)
@@ -88,7 +81,7 @@ def ack(
     role: Annotated[str, typer.Option(help="physician | charge_nurse | chief")] = "physician",
 ) -> None:
     """Acknowledge an alert (the `acknowledge` signal, as from the Web UI or `temporal workflow signal`)."""
-    settings = _settings()
+    settings = cli_settings()
 
     async def run() -> None:
         client = await connect(settings)

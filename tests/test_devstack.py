@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,25 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT, free_port
+
+
+def free_port_run(count: int) -> int:
+    """A port p such that p .. p+count-1 are all free now (workers take base + k)."""
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for k in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free ports")
 
 
 @pytest.fixture
@@ -26,7 +46,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
             "CAREFLOW_API_PORT": str(free_port()),
             "CAREFLOW_HL7_PORT": str(free_port()),
             "CAREFLOW_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/careflow",
-            "CAREFLOW_WORKER_METRICS_PORT_BASE": str(free_port()),
+            "CAREFLOW_WORKER_METRICS_PORT_BASE": str(free_port_run(2)),
             "CAREFLOW_WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
             "COLUMNS": "200",
         }
