@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # HTTP API (codec endpoint, online paths) and the EHR
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
-    fhir_base_url: str = "http://127.0.0.1:8000/fhir/r4"
+    fhir_base_url: str = ""  # empty: the sandbox EHR inside careflow's API (api_url + /fhir/r4)
     # EHR authentication: a static bearer token, or SMART Backend Services (client-credentials JWT)
     fhir_token: SecretStr | None = None
     fhir_smart_client_id: str | None = None
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     @field_validator("fhir_base_url", "openai_base_url", "notify_webhook_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
+        if v and not v.startswith(("http://", "https://")):
             raise ValueError("expected an http(s):// URL")
         return v.rstrip("/") if v else v
 
@@ -152,6 +152,8 @@ class Settings(BaseSettings):
         if any(smart.values()) and not all(smart.values()):
             missing = next(k for k, v in smart.items() if not v)
             raise ValueError(f"{missing}: SMART Backend Services needs client id, token URL and key path")
+        if not self.fhir_base_url:
+            self.fhir_base_url = f"{self.api_url}/fhir/r4"
         if self.database_pool_min > self.database_pool_max:
             raise ValueError("database_pool_min: must not exceed database_pool_max")
         return self

@@ -40,7 +40,8 @@ def codec_router(encode: Transform, decode: Transform, tokens: list[str]) -> API
 
     async def _apply(fn: Transform, request: Request) -> Response:
         try:
-            payloads = json_format.Parse(await request.body(), Payloads())
+            # Newer UIs and CLIs may send fields this protobuf version does not know: keep going.
+            payloads = json_format.Parse(await request.body(), Payloads(), ignore_unknown_fields=True)
         except (json_format.ParseError, DecodeError, UnicodeDecodeError) as exc:
             raise HTTPException(status_code=400, detail=f"body is not Payloads JSON: {exc}") from None
         try:

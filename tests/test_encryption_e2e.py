@@ -163,6 +163,11 @@ async def test_codec_endpoint_requires_a_token(api_url: str) -> None:
         # the Web UI's form: token in the path
         dec = await c.post(f"/codec/t/{TOKEN}/decode", json=enc.json(), headers={"X-Namespace": "careflow"})
         assert dec.status_code == 200 and dec.json() == body
+        # fields a newer Web UI may add are ignored, not a 400
+        newer = {**enc.json(), "futureField": 1}
+        newer["payloads"] = [{**p, "externalPayloads": []} for p in enc.json()["payloads"]]
+        dec2 = await c.post(f"/codec/t/{TOKEN}/decode", json=newer)
+        assert dec2.status_code == 200 and dec2.json() == body
         bad = await c.post("/codec/decode", content=b"not json", headers={"Authorization": f"Bearer {TOKEN}"})
         assert bad.status_code == 400
 

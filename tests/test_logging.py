@@ -49,3 +49,26 @@ async def test_activity_lines_carry_workflow_and_attempt() -> None:
     [rec] = lines(out)
     assert rec["workflow_id"] == "test" and rec["activity_type"] == "unknown"
     assert rec["attempt"] == 1 and rec["order_id"] == "o-1" and "run_id" in rec
+
+
+def test_access_log_drops_query_strings_and_codec_tokens() -> None:
+    configure_logging("INFO", "json", stream=io.StringIO())
+    access = logging.getLogger("uvicorn.access")  # configure_logging installs the filter here
+
+    def rendered(path: str) -> str:
+        record = access.makeRecord(
+            "uvicorn.access",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5", "GET", path, "1.1", 200),
+            None,
+        )
+        assert access.filter(record)
+        return record.getMessage()
+
+    fhir = rendered("/fhir/r4/Patient?identifier=MRN-424242")
+    assert "/fhir/r4/Patient" in fhir and "MRN-424242" not in fhir
+    codec = rendered("/codec/t/s3cr3t-token/decode")
+    assert "/codec/t/[redacted]/decode" in codec and "s3cr3t-token" not in codec

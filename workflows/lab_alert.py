@@ -101,7 +101,8 @@ class LabResultAlertWorkflow:
 
         alerted_at = self._status.alerted_at = workflow.now()
         await deliver("physician")
-        self._status.stage = "alerted"
+        if self._status.acknowledged is None:  # the acknowledgement may beat the delivery's completion
+            self._status.stage = "alerted"
         for after, level in ESCALATIONS:
             if await self._acknowledged_by(alerted_at + after):
                 break

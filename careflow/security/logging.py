@@ -9,6 +9,7 @@ so a line can be traced to its execution in the Web UI.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -115,6 +116,23 @@ def _drop_temporal_extras(_: Any, __: str, event_dict: MutableMapping[str, Any])
     return event_dict
 
 
+_CODEC_TOKEN = re.compile(r"(/codec/t/)[^/?]+")
+
+
+class SafeAccessLog(logging.Filter):
+    """uvicorn.access records are `(client, method, path?query, http_version, status)`.
+
+    Query strings are dropped (FHIR searches carry MRNs and other PHI) and the codec endpoint's
+    path token is redacted (it is a credential)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path = _CODEC_TOKEN.sub(r"\1[redacted]", args[2].split("?", 1)[0])
+            record.args = (args[0], args[1], path, args[3], args[4])
+        return True
+
+
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
@@ -146,6 +164,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, SafeAccessLog) for f in access.filters):
+        access.addFilter(SafeAccessLog())
     # Request lines of HTTP clients carry URLs (FHIR queries can hold identifiers): warnings only.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
