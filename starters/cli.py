@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -208,12 +209,22 @@ app.add_typer(demo.demo_app, name="demo")
 def main() -> None:
     try:
         app()
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ConfigError as exc:
         print(f"careflow: {exc}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except OPERATOR_ERRORS as exc:
         print(f"careflow: {exc}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Temporal's Rust runtime threads can abort a finalizing interpreter (PyGILState_Release, exit
+    # 134) after the command has finished; everything is flushed and closed, so skip finalization.
+    os._exit(code)
 
 
 if __name__ == "__main__":
