@@ -19,7 +19,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from careflow.config import Settings
-from careflow.llm.config import GatewayConfig
 from careflow.llm.errors import (
     BudgetExceeded,
     GatewayError,
@@ -29,7 +28,7 @@ from careflow.llm.errors import (
     TierNotAllowed,
     UnknownTeam,
 )
-from careflow.llm.gateway import Gateway, build_providers
+from careflow.llm.gateway import Gateway
 from careflow.llm.types import Evidence, ProviderError, Tier
 
 
@@ -134,9 +133,7 @@ class LlmActivities:
     @property
     def gateway(self) -> Gateway:
         if self._gateway is None:
-            config = GatewayConfig()
-            settings = self._settings or Settings()
-            self._gateway = Gateway(self._pool, build_providers(settings, config), config)
+            self._gateway = Gateway.from_settings(self._pool, self._settings or Settings())
         return self._gateway
 
     @activity.defn(name="llm.draft")

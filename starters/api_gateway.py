@@ -24,7 +24,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from careflow.config import Settings
-from careflow.llm.config import GatewayConfig
 from careflow.llm.cost import BREAKER_STATE_VALUE
 from careflow.llm.errors import (
     BudgetExceeded,
@@ -35,7 +34,7 @@ from careflow.llm.errors import (
     TierNotAllowed,
     UnknownTeam,
 )
-from careflow.llm.gateway import Gateway, build_providers
+from careflow.llm.gateway import Gateway
 from careflow.llm.types import CompletionRequest, CompletionResponse, Message, ProviderError, Tier
 from careflow.security.logging import get_logger
 
@@ -98,8 +97,7 @@ def _gateway(request: Request) -> Gateway:
     state = request.app.state
     gateway: Gateway | None = getattr(state, "llm_gateway", None)
     if gateway is None:
-        config = GatewayConfig()
-        gateway = Gateway(state.pool, build_providers(Settings(), config), config)
+        gateway = Gateway.from_settings(state.pool, Settings())
         state.llm_gateway = gateway
     return gateway
 

@@ -148,6 +148,12 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self._clock = clock
 
+    @classmethod
+    def from_settings(cls, pool: asyncpg.Pool, settings: Settings) -> Gateway:
+        """The process's gateway: configuration from CAREFLOW_GATEWAY_*, providers from settings."""
+        config = GatewayConfig()
+        return cls(pool, build_providers(settings, config), config)
+
     # -- raw completions ----------------------------------------------------------------------
     async def complete(
         self, team_id: str, use_case: str, tier: Tier, request: CompletionRequest, request_id: str
