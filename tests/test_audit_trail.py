@@ -95,6 +95,14 @@ async def test_chain_of_every_event_type_verifies(app_pool: asyncpg.Pool) -> Non
     assert (await verify(app_pool, batch=2)).ok
 
 
+def _flip_first_hex(column: str) -> str:
+    """SQL that always changes the first hex digit (overlaying a fixed digit is a no-op 1 time in 16)."""
+    return (
+        f"{column} = overlay({column} placing "
+        f"(CASE WHEN left({column}, 1) = 'a' THEN 'b' ELSE 'a' END) from 1 for 1)"
+    )
+
+
 # column -> SQL that flips one byte of that column of one row
 TAMPERS = {
     "actor": "actor = 'svc-worker-2'",
@@ -103,9 +111,8 @@ TAMPERS = {
     "detail": """detail = '{"query": "code,dat3", "n": "6"}'""",
     "occurred_at": "occurred_at = occurred_at + interval '1 microsecond'",
     "request_id": "request_id = NULL",
-    "prev_hash": "prev_hash = overlay(prev_hash placing 'f' from 1 for 1)",
-    "row_hash": "row_hash = overlay(row_hash placing "
-    "(CASE WHEN left(row_hash, 1) = 'a' THEN 'b' ELSE 'a' END) from 1 for 1)",
+    "prev_hash": _flip_first_hex("prev_hash"),
+    "row_hash": _flip_first_hex("row_hash"),
 }
 
 
