@@ -1,0 +1,1 @@
+"""Knowledge base: ingestion (extract -> chunk -> embed -> pgvector), retrieval, semantic cache."""
