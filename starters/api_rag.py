@@ -1,0 +1,81 @@
+"""`POST /v1/rag/query`: clinical knowledge questions answered from the knowledge base with citations.
+
+Authentication and rate limiting are the AI gateway's (starters/api_gateway.py): a team token as
+`x-api-key` or `Authorization: Bearer`; every query is admitted into the team's token window (cache hits
+included, which never reach a model), and a cache miss bills its LLM call to the team.  Errors use the
+gateway's error JSON: 400 bad request, 401 bad token, 404 no knowledge-base source answers the question
+(no citations, never an uncited answer), 503 the model failed and no cached answer agrees.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from careflow.kb.rag import MAX_QUESTION_CHARS, AnswerUnavailable, NoEvidence, RagService
+from careflow.llm.errors import GatewayError
+from careflow.llm.teams import TeamStore
+from starters.api_gateway import _error, _gateway, _refusal, _team_of
+
+router = APIRouter()
+
+
+class RagQueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    tenant_id: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    patient_context: bool = False
+
+
+def _service(request: Request) -> RagService:
+    state = request.app.state
+    service: RagService | None = getattr(state, "rag_service", None)
+    if service is None:
+        service = RagService(state.pool, _gateway(request))
+        state.rag_service = service
+    return service
+
+
+def _query_tokens(question: str) -> int:
+    return math.ceil(len(question) / 4) + 1  # the rate window's cost of a query, hit or miss
+
+
+@router.post("/v1/rag/query")
+async def rag_query(request: Request) -> Response:
+    gateway = _gateway(request)
+    team_id = _team_of(request, gateway)
+    if team_id is None:
+        return _error(401, "authentication_error", "invalid or missing team token")
+    try:
+        body = RagQueryBody.model_validate(await request.json())
+    except (ValidationError, ValueError) as exc:
+        where = (
+            ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            if isinstance(exc, ValidationError)
+            else "body must be JSON"
+        )
+        return _error(400, "invalid_request_error", f"invalid request: {where}")
+    service = _service(request)
+    try:
+        team = await TeamStore(service.pool).get(team_id)
+        await gateway.limiter.admit(team_id, team.tokens_per_minute, _query_tokens(body.question))
+        result = await service.answer(
+            body.question,
+            body.tenant_id,
+            patient_context=body.patient_context,
+            team_id=team_id,
+            actor=f"team:{team_id}",
+        )
+    except GatewayError as exc:
+        return _refusal(exc)
+    except NoEvidence as exc:
+        return _error(404, "not_found_error", str(exc))
+    except ValueError as exc:
+        return _error(400, "invalid_request_error", str(exc))
+    except AnswerUnavailable as exc:
+        return _error(503, "overloaded_error", str(exc), {"retry-after": "5"})
+    return JSONResponse(result.model_dump(mode="json"), headers={"request-id": result.request_id})
