@@ -26,12 +26,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 
 from careflow import task_queues
 from careflow.config import Settings
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
 from careflow.security.keys import codec_tokens, payload_keyring
+from careflow.security.temporal import connect
 from workflows import search_attributes
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -192,6 +195,7 @@ class DevStack:
         codec_tokens(self.settings)
         await self._up_postgres()
         await self._up_temporal()
+        await self._ensure_search_attributes()
         await self._up_api()
         self._up_workers(workers)
         await self._up_hl7()
@@ -241,6 +245,23 @@ class DevStack:
         pid = self._spawn("temporal", argv)
         await _wait_for(lambda: _port_open(self.temporal_host, self.temporal_port), "temporal dev server", 60)
         self.say(f"temporal: started on {s.temporal_address}, Web UI {s.temporal_ui_url} (pid {pid})")
+
+    async def _ensure_search_attributes(self) -> None:
+        """`start-dev --search-attribute` only applies when the SQLite file is new: a stack made by an
+        older careflow lacks the attributes added since, so add whatever is missing."""
+        client = await connect(self.settings)
+        ns = self.settings.temporal_namespace
+        have = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=ns))
+        missing = {
+            k.name: IndexedValueType.ValueType(k.indexed_value_type)
+            for k in search_attributes.ALL
+            if k.name not in have.custom_attributes
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=ns, search_attributes=missing)
+            )
+            self.say(f"temporal: search attributes added: {', '.join(sorted(missing))}")
 
     async def _up_api(self) -> None:
         if self.pid_of("api"):

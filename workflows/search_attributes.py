@@ -7,8 +7,9 @@ PIPELINE = SearchAttributeKey.for_keyword("CareflowPipeline")
 STAGE = SearchAttributeKey.for_keyword("CareflowStage")
 TENANT = SearchAttributeKey.for_keyword("CareflowTenant")
 PRIORITY = SearchAttributeKey.for_keyword("CareflowPriority")
+PAYER = SearchAttributeKey.for_keyword("CareflowPayer")  # the payer organisation's name, never the member
 
-ALL = (PIPELINE, STAGE, TENANT, PRIORITY)
+ALL = (PIPELINE, STAGE, TENANT, PRIORITY, PAYER)
 
 
 def cli_flags() -> list[str]:

@@ -49,6 +49,7 @@ class PaJustificationInput(TaskInput):
     payer: str = ""
     order_id: str = ""
     criteria: list[str] = Field(default_factory=list)  # the payer's clinical criteria, verbatim
+    reviewer_comments: str = ""  # a reviewer's requested changes: the redraft must address them
 
 
 class CriterionAssessment(BaseModel):
@@ -262,7 +263,8 @@ TASKS: dict[str, TaskSpec] = {
                 "From the patient's diagnoses (Condition), prior treatments (MedicationRequest, "
                 "Procedure) and the clinical guideline evidence, write a letter to the payer and assess "
                 "each payer criterion of the task input as met, not_met or unknown, citing the evidence "
-                "ids that support the assessment. The letter is a draft: it is never submitted without "
+                "ids that support the assessment. When reviewer_comments are given, the letter is a "
+                "redraft that addresses them. The letter is a draft: it is never submitted without "
                 "clinician approval."
             ),
             default_tier=Tier.FRONTIER,

@@ -113,6 +113,11 @@ def draft_pa_justification(inp: PaJustificationInput, evidence: list[Evidence]) 
                 "No payer criteria were provided.",
             ),
             "",
+            *(
+                ["Revised at the reviewer's request:", _bullets([inp.reviewer_comments.strip()], ""), ""]
+                if inp.reviewer_comments.strip()
+                else []
+            ),
             f"Summary: {met} of {len(findings)} payer criteria are documented as met in the cited record."
             + (" Missing information:" if missing else ""),
             *(f"- {m}" for m in missing),
