@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit down status bench clean
+.PHONY: run demo-lab-alert test lint unit down status bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "careflow needs Python 3.11 (set PYTHON=...)")'
@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job, end to end: the stack, 20 synthetic patients in the sandbox EHR, and a critical lab
-# result over MLLP followed to the physician's alert (workflow id, Web UI link, how to acknowledge).
+# The main job, end to end: the stack, 20 synthetic patients in the sandbox EHR, the starter
+# knowledge base, then a morning batch of prior-authorization orders drafted and reviewed (workflow
+# ids, Web UI links, how to approve).  The lab-alert demo: `make demo-lab-alert`.
 run: $(STAMP)
+	$(BIN)/careflow dev up
+	$(BIN)/careflow seed ehr --patients 20 --seed 7
+	$(BIN)/careflow demo prior-auth --seed 7 --patients 20
+
+demo-lab-alert: $(STAMP)
 	$(BIN)/careflow dev up
 	$(BIN)/careflow seed ehr --patients 20 --seed 7
 	$(BIN)/careflow demo lab-alert --seed 7 --patients 20

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     fhir_base_url: str = ""  # empty: the sandbox EHR inside careflow's API (api_url + /fhir/r4)
+    payer_base_url: str = ""  # empty: the sandbox payer inside careflow's API (api_url + /payer/r4)
     # EHR authentication: a static bearer token, or SMART Backend Services (client-credentials JWT)
     fhir_token: SecretStr | None = None
     fhir_smart_client_id: str | None = None
@@ -154,6 +155,8 @@ class Settings(BaseSettings):
             raise ValueError(f"{missing}: SMART Backend Services needs client id, token URL and key path")
         if not self.fhir_base_url:
             self.fhir_base_url = f"{self.api_url}/fhir/r4"
+        if not self.payer_base_url:
+            self.payer_base_url = f"{self.api_url}/payer/r4"
         if self.database_pool_min > self.database_pool_max:
             raise ValueError("database_pool_min: must not exceed database_pool_max")
         return self

@@ -13,7 +13,7 @@ from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.security.codec import EncryptionCodec
 from careflow.security.keys import codec_tokens, payload_keyring
-from starters import api_fhir, api_gateway
+from starters import api_fhir, api_gateway, api_orders, api_payer, api_rag
 from starters.codec_server import codec_router
 
 
@@ -42,6 +42,9 @@ def create_app(settings: Settings) -> FastAPI:
     # Routers of the building blocks (starters/api_<area>.py), one line each.
     app.include_router(api_gateway.router)
     app.include_router(api_fhir.router, prefix="/fhir/r4")
+    app.include_router(api_payer.router, prefix="/payer/r4")
+    app.include_router(api_orders.router)
+    app.include_router(api_rag.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from careflow.config import ConfigError, Settings
 from careflow.db.embedded import EmbeddedPostgresError
 from careflow.db.migrate import MigrationError
 from careflow.models.platform import CanaryOutput
-from starters import cli_audit, cli_gateway, cli_labs, cli_seed, demo
+from starters import cli_audit, cli_gateway, cli_kb, cli_labs, cli_pa, cli_rag, cli_seed, demo
 from starters.cli_common import cli_settings
 from starters.devstack import ComponentState, StackError
 
@@ -204,6 +204,9 @@ app.add_typer(cli_gateway.cost_app, name="cost")
 app.add_typer(cli_labs.hl7_app, name="hl7")
 app.add_typer(cli_labs.alerts_app, name="alerts")
 app.add_typer(demo.demo_app, name="demo")
+app.add_typer(cli_pa.pa_app, name="pa")
+app.add_typer(cli_kb.kb_app, name="kb")
+app.command("ask")(cli_rag.ask)  # cli_rag also adds `kb eval` to cli_kb.kb_app
 
 
 def main() -> None:

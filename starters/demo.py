@@ -1,4 +1,5 @@
-"""`careflow demo lab-alert`: the main job of `make run` until the prior-auth pipeline lands.
+"""`careflow demo lab-alert` (`make demo-lab-alert`); `careflow demo prior-auth`, the main job of
+`make run`, lives in starters/demo_prior_auth.py and is registered on the same `demo` group.
 
 Sends a critical potassium for a seeded synthetic patient to the MLLP listener, exactly as a lab
 system would, waits until careflow has alerted the responsible physician, and says where to look
@@ -21,6 +22,7 @@ from careflow.hl7.oru import parse_oru
 from careflow.labs.normalise import results_from_oru
 from careflow.security.logging import configure_logging
 from careflow.security.temporal import connect
+from starters import demo_prior_auth
 from starters.devstack import StackError
 from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
 
@@ -94,3 +96,6 @@ def lab_alert(
     settings = load_settings()
     configure_logging("WARNING", settings.log_format)
     asyncio.run(_lab_alert(settings, seed, patients, timeout))
+
+
+demo_app.command("prior-auth")(demo_prior_auth.prior_auth)

@@ -17,16 +17,20 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.audit import AuditActivities
 from activities.fhir import fhir_activities, process_fhir_client
+from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.llm import LlmActivities
 from activities.platform import PlatformActivities
+from activities.prior_auth import PriorAuthActivities
 from careflow import task_queues
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.notify.notifier import Notifier
 from careflow.security.temporal import data_converter
+from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
 from workflows.platform_canary import PlatformCanaryWorkflow
+from workflows.prior_auth import PriorAuthWorkflow
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,25 @@ def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
         lab.patient_context,
         lab.assess,
         lab.deliver_alert,
+        *KbActivities(c.pool).all(),
+        *PriorAuthActivities(
+            process_fhir_client(c.settings, c.pool, c.identity),
+            c.pool,
+            Notifier(c.pool, c.settings.notify_webhook_url),
+            c.settings,
+        ).all(),
     ]
 
 
 QUEUES: dict[str, QueueSpec] = {
     task_queues.MAIN: QueueSpec(
-        workflows=[PlatformCanaryWorkflow, LabResultAlertWorkflow], activities=_main_activities
+        workflows=[
+            PlatformCanaryWorkflow,
+            LabResultAlertWorkflow,
+            PriorAuthWorkflow,
+            KnowledgeBaseRefreshWorkflow,
+        ],
+        activities=_main_activities,
     ),
 }
 

@@ -1,0 +1,424 @@
+"""`careflow pa ...`: prior authorization from the command line.
+
+    careflow pa submit --order ord-7-3-semaglutide [--priority expedited]
+    careflow pa batch --seed 7 --patients 20        every PA order of the synthetic EHR, until drafted
+    careflow pa list [--all]                         workflows (visibility: CareflowPipeline="prior-auth")
+    careflow pa status prior-auth-ord-7-3-semaglutide
+    careflow pa approve|reject|request-changes <workflow or order id> --reviewer Practitioner/<id>
+        [--comments TEXT] [--letter-file FILE]
+
+Reviews go through the workflow's `review` update (starters/pa_review.py), whose validator checks the
+reviewer's PA role; a refused attempt is audited and printed.  The async functions below are what the
+demo and the bench use too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from careflow import task_queues
+from careflow.config import Settings
+from careflow.db.pool import create_pool
+from careflow.fhir import codes
+from careflow.fhir.synthetic import generate_ehr
+from careflow.models.prior_auth import PriorAuthStatus, ReviewActionName, ReviewOutcome, ReviewRequest
+from careflow.security.temporal import connect
+from starters.cli_common import cli_settings
+from starters.pa_orders import PIPELINE, Priority, Started, start_prior_auth, workflow_id
+from starters.pa_review import ReviewRefused, submit_review
+
+pa_app = typer.Typer(
+    help="Prior authorization: submit orders, follow drafts, review them.", no_args_is_help=True
+)
+console = Console()
+
+# Stages in which the workflow is still working on a draft; any other stage means a draft is ready
+# (or the workflow has ended without one, e.g. order_not_found).
+DRAFTING_STAGES = frozenset({"received", "extracting", "retrieving", "drafting", "regenerating"})
+
+
+@dataclass(frozen=True)
+class PaOrder:
+    order_id: str
+    item: str  # human label of the requested drug or service
+
+
+def item_label(order_id: str) -> str:
+    key = order_id.rsplit("-", 1)[-1] if "-" in order_id else order_id
+    for kind in (*codes.PRIOR_AUTH_SERVICES, *codes.PRIOR_AUTH_MEDICATIONS):
+        if order_id.endswith(f"-{kind}"):
+            key = kind
+    if key in codes.PRIOR_AUTH_SERVICES:
+        primary = codes.PRIOR_AUTH_SERVICES[key][0]
+        return f"{primary.display} (CPT {primary.code})"
+    if key in codes.MEDICATIONS:
+        return codes.MEDICATIONS[key].display
+    return key
+
+
+def synthetic_orders(seed: int, patients: int) -> list[PaOrder]:
+    """Every prior-auth order that `careflow seed ehr --seed S --patients N` loads (ids are date-free)."""
+    ehr = generate_ehr(seed, patients, datetime.now(UTC).date())
+    return [
+        PaOrder(f"ord-{seed}-{p.index}-{kind}", item_label(kind))
+        for p in ehr.profiles
+        for kind in p.prior_auth_orders
+    ]
+
+
+def as_workflow_id(id_or_order: str) -> str:
+    return id_or_order if id_or_order.startswith("prior-auth-") else workflow_id(id_or_order)
+
+
+def ui_link(settings: Settings, wid: str) -> str:
+    return f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{wid}"
+
+
+async def status_of(client: Client, wid: str) -> PriorAuthStatus:
+    return await client.get_workflow_handle(wid).query("status", result_type=PriorAuthStatus)
+
+
+async def poll_status(client: Client, wid: str) -> PriorAuthStatus | None:
+    """The status, or None while the workflow cannot answer yet (no worker has run its first task, or
+    a workflow task is failing and being retried: the worker log says why)."""
+    try:
+        return await status_of(client, wid)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.FAILED_PRECONDITION:
+            return None
+        raise
+
+
+async def submit_all(
+    client: Client,
+    order_ids: Sequence[str],
+    *,
+    priority: Priority = "standard",
+    task_queue: str = task_queues.MAIN,
+    concurrency: int = 32,
+    on_started: Callable[[Started], None] | None = None,
+) -> list[Started]:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(order_id: str) -> Started:
+        async with slots:
+            started = await start_prior_auth(client, order_id, priority=priority, task_queue=task_queue)
+        if on_started:
+            on_started(started)
+        return started
+
+    return list(await asyncio.gather(*(one(o) for o in order_ids)))
+
+
+async def wait_drafts(
+    client: Client,
+    wids: Iterable[str],
+    *,
+    timeout: float = 600.0,
+    concurrency: int = 16,
+    on_ready: Callable[[str, PriorAuthStatus], None] | None = None,
+) -> dict[str, PriorAuthStatus]:
+    """Query each workflow's `status` until it is past drafting; returns the statuses."""
+    waiting = list(dict.fromkeys(wids))
+    ready: dict[str, PriorAuthStatus] = {}
+    slots = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    async def check(wid: str) -> None:
+        async with slots:
+            status = await poll_status(client, wid)
+        if status is not None and status.stage.value not in DRAFTING_STAGES:
+            ready[wid] = status
+            if on_ready:
+                on_ready(wid, status)
+
+    while waiting:
+        await asyncio.gather(*(check(w) for w in waiting))
+        waiting = [w for w in waiting if w not in ready]
+        if waiting and loop.time() > deadline:
+            raise TimeoutError(
+                f"{len(waiting)} prior-auth drafts not ready within {timeout:.0f}s "
+                "(are workers running? `careflow dev status`; worker logs in .careflow/logs/)"
+            )
+        if waiting:
+            await asyncio.sleep(0.5)
+    return ready
+
+
+async def wait_stage(
+    client: Client, wid: str, done: Callable[[PriorAuthStatus], bool], timeout: float = 120.0
+) -> PriorAuthStatus:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        status = await poll_status(client, wid)
+        if status is not None and done(status):
+            return status
+        if loop.time() > deadline:
+            stage = status.stage.value if status else "not answering queries"
+            raise TimeoutError(f"{wid} still {stage} after {timeout:.0f}s")
+        await asyncio.sleep(0.25)
+
+
+@dataclass(frozen=True)
+class Listed:
+    workflow_id: str
+    stage: str
+    priority: str
+    payer: str
+    running: bool
+
+
+async def list_prior_auths(client: Client, *, include_closed: bool = False, limit: int = 100) -> list[Listed]:
+    query = f"CareflowPipeline = '{PIPELINE}'"
+    if not include_closed:
+        query += " AND ExecutionStatus = 'Running'"
+    rows = []
+    async for wf in client.list_workflows(query, limit=limit):
+        attrs = wf.search_attributes
+        stage = (attrs.get("CareflowStage") or ["-"])[0]
+        priority = (attrs.get("CareflowPriority") or ["-"])[0]
+        payer = (attrs.get("CareflowPayer") or ["-"])[0]
+        running = wf.status is not None and wf.status.name == "RUNNING"
+        rows.append(Listed(wf.id, str(stage), str(priority), str(payer), running))
+    return sorted(rows, key=lambda r: r.workflow_id)
+
+
+async def review(
+    settings: Settings,
+    client: Client,
+    wid: str,
+    action: ReviewActionName,
+    reviewer: str,
+    comments: str = "",
+    edited_letter: str | None = None,
+) -> ReviewOutcome:
+    pool = await create_pool(settings)
+    try:
+        request = ReviewRequest(
+            action=action, reviewer_id=reviewer, comments=comments, edited_letter=edited_letter
+        )
+        return await submit_review(client, wid, request, pool)
+    finally:
+        await pool.close()
+
+
+def payer_cell(status: PriorAuthStatus) -> str:
+    out = status.payer_outcome
+    if out is None:
+        return "-"
+    return f"{out.outcome} ({out.preauth_ref})" if out.preauth_ref else out.outcome
+
+
+def status_table(rows: Sequence[tuple[str, str, PriorAuthStatus]], settings: Settings | None = None) -> Table:
+    """Rows of (workflow id, item, status) as the outcome table."""
+    table = Table("order", "item", "stage", "criteria met", "payer outcome", "workflow id")
+    for wid, item, st in rows:
+        met = sum(1 for c in st.criteria if c.status == "met")
+        table.add_row(st.order_id, item, st.stage.value, f"{met}/{len(st.criteria)}", payer_cell(st), wid)
+    return table
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+async def batch(
+    settings: Settings,
+    client: Client,
+    orders: Sequence[PaOrder],
+    *,
+    priority: Priority = "standard",
+    timeout: float = 600.0,
+    task_queue: str = task_queues.MAIN,
+) -> tuple[list[Started], dict[str, PriorAuthStatus]]:
+    """Submit every order with a progress bar, then wait (second bar) until each draft is ready."""
+    with progress() as bars:
+        submitted = bars.add_task("orders submitted", total=len(orders))
+        drafted = bars.add_task("drafts ready    ", total=len(orders))
+        started = await submit_all(
+            client,
+            [o.order_id for o in orders],
+            priority=priority,
+            task_queue=task_queue,
+            on_started=lambda _: bars.advance(submitted),
+        )
+        ready = await wait_drafts(
+            client,
+            [s.workflow_id for s in started],
+            timeout=timeout,
+            on_ready=lambda *_: bars.advance(drafted),
+        )
+    return started, ready
+
+
+# -- commands -----------------------------------------------------------------------------------
+def _priority(value: str) -> Priority:
+    if value in ("standard", "expedited"):
+        return cast(Priority, value)
+    raise typer.BadParameter("standard or expedited", param_hint="--priority")
+
+
+@pa_app.command("submit")
+def submit_cmd(
+    order: Annotated[str, typer.Option(help="Order id (identifier system careflow/sid/order).")],
+    priority: Annotated[str, typer.Option(help="standard | expedited (72 h payer deadline).")] = "standard",
+) -> None:
+    """Start prior authorization for one order (a duplicate attaches to the existing workflow)."""
+    settings = cli_settings()
+    level = _priority(priority)
+
+    async def go() -> Started:
+        return await start_prior_auth(await connect(settings), order, priority=level)
+
+    started = asyncio.run(go())
+    verb = "started" if started.started else "already exists (attached)"
+    console.print(f"{started.workflow_id}: {verb}\n  Web UI: {ui_link(settings, started.workflow_id)}")
+
+
+@pa_app.command("batch")
+def batch_cmd(
+    seed: Annotated[int, typer.Option(help="Synthetic EHR seed (as given to `careflow seed ehr`).")] = 7,
+    patients: Annotated[int, typer.Option(help="Patients seeded with that seed.")] = 20,
+    priority: Annotated[str, typer.Option(help="standard | expedited")] = "standard",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every draft.")] = 600.0,
+) -> None:
+    """Submit every prior-auth order of the synthetic EHR and wait until each draft is ready."""
+    settings = cli_settings()
+    level = _priority(priority)
+    orders = synthetic_orders(seed, patients)
+
+    async def go() -> tuple[list[Started], dict[str, PriorAuthStatus]]:
+        return await batch(settings, await connect(settings), orders, priority=level, timeout=timeout)
+
+    started, ready = asyncio.run(go())
+    items = {workflow_id(o.order_id): o.item for o in orders}
+    console.print(
+        status_table([(s.workflow_id, items[s.workflow_id], ready[s.workflow_id]) for s in started])
+    )
+    new = sum(s.started for s in started)
+    console.print(f"{len(started)} orders: {new} started, {len(started) - new} already existed")
+
+
+@pa_app.command("list")
+def list_cmd(
+    all_: Annotated[bool, typer.Option("--all", help="Include closed workflows.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+) -> None:
+    """Prior-auth workflows with their stage (from search attributes: no PHI) and Web UI links."""
+    settings = cli_settings()
+
+    async def go() -> list[Listed]:
+        return await list_prior_auths(await connect(settings), include_closed=all_, limit=limit)
+
+    rows = asyncio.run(go())
+    table = Table("workflow id", "stage", "priority", "payer")
+    table.add_column("Web UI", overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.workflow_id,
+            r.stage if r.running else f"{r.stage} (closed)",
+            r.priority,
+            r.payer,
+            ui_link(settings, r.workflow_id),
+        )
+    console.print(table if rows else "no prior-auth workflows")
+
+
+@pa_app.command("status")
+def status_cmd(workflow: Annotated[str, typer.Argument(help="Workflow id or order id.")]) -> None:
+    """The workflow's `status` query: stage, timestamps, criteria, missing information, draft ids."""
+    settings = cli_settings()
+    wid = as_workflow_id(workflow)
+
+    async def go() -> PriorAuthStatus:
+        return await status_of(await connect(settings), wid)
+
+    st = asyncio.run(go())
+    console.print(
+        f"[bold]{wid}[/bold]: {st.stage.value} (priority {st.priority.value}, revision {st.revision})"
+    )
+    for label, value in (
+        ("received", st.received_at),
+        ("draft ready", st.draft_ready_at),
+        ("decided", st.decided_at),
+        ("payer deadline", st.deadline),
+        ("draft", st.document_reference_id and f"DocumentReference/{st.document_reference_id}"),
+        ("review task", st.task_id and f"Task/{st.task_id}"),
+        ("payer", st.payer),
+        ("payer outcome", payer_cell(st)),
+        ("decision", st.decision and f"{st.decision.action} by {st.decision.reviewer_ref}"),
+    ):
+        console.print(f"  {label:15s}: {value or '-'}")
+    for c in st.criteria:
+        console.print(f"  criterion [{c.status}] {c.criterion}")
+    for m in st.missing_information:
+        console.print(f"  missing: {m}")
+    console.print(f"  Web UI         : {ui_link(settings, wid)}")
+
+
+def _review_cmd(
+    action: ReviewActionName, workflow: str, reviewer: str, comments: str, letter: Path | None
+) -> None:
+    settings = cli_settings()
+    wid = as_workflow_id(workflow)
+    edited = letter.read_text() if letter else None
+
+    async def go() -> ReviewOutcome:
+        return await review(settings, await connect(settings), wid, action, reviewer, comments, edited)
+
+    try:
+        outcome = asyncio.run(go())
+    except ReviewRefused as exc:
+        console.print(f"[red]refused[/red]: {exc.reason} (the attempt is in the audit trail)")
+        raise typer.Exit(1) from None
+    console.print(f"{wid}: {outcome.action} accepted; stage {outcome.stage}")
+
+
+Reviewer = Annotated[str, typer.Option(help="Practitioner/<id> holding the pa-staff or pa-supervisor role.")]
+Comments = Annotated[str, typer.Option(help="Comments (required for request-changes).")]
+LetterFile = Annotated[Path | None, typer.Option(help="The letter as edited by the reviewer.")]
+Workflow = Annotated[str, typer.Argument(help="Workflow id or order id.")]
+
+
+@pa_app.command("approve")
+def approve_cmd(
+    workflow: Workflow, reviewer: Reviewer, comments: Comments = "", letter_file: LetterFile = None
+) -> None:
+    """Approve the draft (with your edits, if any): it becomes final and goes to the payer."""
+    _review_cmd("approve", workflow, reviewer, comments, letter_file)
+
+
+@pa_app.command("reject")
+def reject_cmd(
+    workflow: Workflow, reviewer: Reviewer, comments: Comments = "", letter_file: LetterFile = None
+) -> None:
+    """Reject the draft: the Task is cancelled and nothing is submitted."""
+    _review_cmd("reject", workflow, reviewer, comments, letter_file)
+
+
+@pa_app.command("request-changes")
+def request_changes_cmd(
+    workflow: Workflow, reviewer: Reviewer, comments: Comments = "", letter_file: LetterFile = None
+) -> None:
+    """Ask for a new draft that addresses your comments; it comes back for review."""
+    _review_cmd("request_changes", workflow, reviewer, comments, letter_file)
