@@ -30,6 +30,7 @@ from careflow.llm.errors import (
 )
 from careflow.llm.gateway import Gateway
 from careflow.llm.types import Evidence, ProviderError, Tier
+from careflow.validation import error_fields
 
 
 class DraftInput(BaseModel):
@@ -109,11 +110,7 @@ def to_application_error(exc: Exception) -> ApplicationError:
             return ApplicationError(str(exc), type=name, non_retryable=True)
     if isinstance(exc, ValidationError | KeyError):
         # pydantic's message would quote the input: name the fields only.
-        where = (
-            ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-            if isinstance(exc, ValidationError)
-            else str(exc)
-        )
+        where = error_fields(exc) if isinstance(exc, ValidationError) else str(exc)
         return ApplicationError(f"invalid task input: {where}", type="BadLlmInput", non_retryable=True)
     if isinstance(exc, ProviderError) and not exc.falls_back:
         return ApplicationError(str(exc), type="ProviderRejected", non_retryable=True)

@@ -37,6 +37,7 @@ from careflow.llm.errors import (
 from careflow.llm.gateway import Gateway
 from careflow.llm.types import CompletionRequest, CompletionResponse, Message, ProviderError, Tier
 from careflow.security.logging import get_logger
+from careflow.validation import error_fields
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -72,27 +73,29 @@ def _text(content: str | list[_TextBlock] | None) -> str:
     return "\n".join(b.text for b in content)
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"type": "error", "error": {"type": kind, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _refusal(exc: GatewayError | ProviderError) -> JSONResponse:
+def refusal_response(exc: GatewayError | ProviderError) -> JSONResponse:
     if isinstance(exc, RateLimited | ProvidersUnavailable):
         retry = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
         if isinstance(exc, RateLimited):
-            return _error(429, "rate_limit_error", str(exc), retry)
-        return _error(529, "overloaded_error", str(exc), retry)
+            return error_response(429, "rate_limit_error", str(exc), retry)
+        return error_response(529, "overloaded_error", str(exc), retry)
     if isinstance(exc, BudgetExceeded):
-        return _error(402, "billing_error", str(exc))
+        return error_response(402, "billing_error", str(exc))
     if isinstance(exc, TierNotAllowed | PhiNotPermitted | UnknownTeam):
-        return _error(403, "permission_error", str(exc))
+        return error_response(403, "permission_error", str(exc))
     if isinstance(exc, ProviderError) and exc.kind == "bad_request":
-        return _error(400, "invalid_request_error", str(exc))
-    return _error(502, "api_error", str(exc))
+        return error_response(400, "invalid_request_error", str(exc))
+    return error_response(502, "api_error", str(exc))
 
 
-def _gateway(request: Request) -> Gateway:
+def gateway_of(request: Request) -> Gateway:
     """One gateway per API process, built on first use from the app's pool."""
     state = request.app.state
     gateway: Gateway | None = getattr(state, "llm_gateway", None)
@@ -102,7 +105,7 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-def _team_of(request: Request, gateway: Gateway) -> str | None:
+def team_of(request: Request, gateway: Gateway) -> str | None:
     state = request.app.state
     secret: str | None = getattr(state, "llm_gateway_secret", None)
     if secret is None:
@@ -180,10 +183,10 @@ async def _stream(message: dict[str, Any]) -> AsyncIterator[bytes]:
 
 @router.post("/v1/messages")
 async def messages(request: Request) -> Response:
-    gateway = _gateway(request)
-    team_id = _team_of(request, gateway)
+    gateway = gateway_of(request)
+    team_id = team_of(request, gateway)
     if team_id is None:
-        return _error(401, "authentication_error", "invalid or missing team token")
+        return error_response(401, "authentication_error", "invalid or missing team token")
     try:
         body = MessagesBody.model_validate(await request.json())
         tier = Tier(body.model)
@@ -196,11 +199,11 @@ async def messages(request: Request) -> Response:
         )
     except (ValidationError, ValueError) as exc:
         where = (
-            ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            error_fields(exc)
             if isinstance(exc, ValidationError)
             else "model must name a tier: frontier, standard or efficient"
         )
-        return _error(400, "invalid_request_error", f"invalid request: {where}")
+        return error_response(400, "invalid_request_error", f"invalid request: {where}")
 
     msg_id = f"msg_{uuid.uuid4().hex}"
     use_case = request.headers.get("x-careflow-use-case", "api")[:64]
@@ -208,7 +211,7 @@ async def messages(request: Request) -> Response:
     try:
         resp = await gateway.complete(team_id, use_case, tier, completion, msg_id)
     except (GatewayError, ProviderError) as exc:
-        response = _refusal(exc)
+        response = refusal_response(exc)
     else:
         message = _message_json(msg_id, tier, resp)
         if body.stream:
@@ -221,7 +224,7 @@ async def messages(request: Request) -> Response:
 
 @router.get("/v1/gateway/metrics")
 async def metrics(request: Request) -> Response:
-    gateway = _gateway(request)
+    gateway = gateway_of(request)
     for provider, state in (await gateway.breaker.states()).items():
         gateway.metrics.breaker.labels(provider).set(BREAKER_STATE_VALUE[state.value])
     return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)

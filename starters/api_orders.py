@@ -17,7 +17,8 @@ from careflow import task_queues
 from careflow.config import Settings
 from careflow.security.logging import get_logger
 from careflow.security.temporal import connect
-from starters.api_gateway import _gateway, _team_of
+from careflow.validation import error_fields
+from starters.api_gateway import gateway_of, team_of
 from starters.pa_orders import ORDER_ID_RE, Priority, start_prior_auth
 
 router = APIRouter()
@@ -47,18 +48,14 @@ def _error(status: int, message: str) -> JSONResponse:
 
 @router.post("/v1/events/orders")
 async def order_event(request: Request) -> JSONResponse:
-    team_id = _team_of(request, _gateway(request))
+    team_id = team_of(request, gateway_of(request))
     if team_id is None:
         return _error(401, "invalid or missing team token")
     try:
         event = OrderEvent.model_validate(await request.json())
     except (ValidationError, ValueError) as exc:
         # Field names only: the values may not be what they claim to be.
-        where = (
-            ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
-            if isinstance(exc, ValidationError)
-            else "body"
-        )
+        where = error_fields(exc) if isinstance(exc, ValidationError) else "body"
         return _error(400, f"invalid order event: {where}")
     queue = getattr(request.app.state, "orders_task_queue", task_queues.MAIN)
     started = await start_prior_auth(

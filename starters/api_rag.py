@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from careflow.kb.rag import MAX_QUESTION_CHARS, AnswerUnavailable, NoEvidence, RagService
 from careflow.llm.errors import GatewayError
 from careflow.llm.teams import TeamStore
-from starters.api_gateway import _error, _gateway, _refusal, _team_of
+from careflow.validation import error_fields
+from starters.api_gateway import error_response, gateway_of, refusal_response, team_of
 
 router = APIRouter()
 
@@ -35,7 +36,7 @@ def _service(request: Request) -> RagService:
     state = request.app.state
     service: RagService | None = getattr(state, "rag_service", None)
     if service is None:
-        service = RagService(state.pool, _gateway(request))
+        service = RagService(state.pool, gateway_of(request))
         state.rag_service = service
     return service
 
@@ -46,19 +47,15 @@ def _query_tokens(question: str) -> int:
 
 @router.post("/v1/rag/query")
 async def rag_query(request: Request) -> Response:
-    gateway = _gateway(request)
-    team_id = _team_of(request, gateway)
+    gateway = gateway_of(request)
+    team_id = team_of(request, gateway)
     if team_id is None:
-        return _error(401, "authentication_error", "invalid or missing team token")
+        return error_response(401, "authentication_error", "invalid or missing team token")
     try:
         body = RagQueryBody.model_validate(await request.json())
     except (ValidationError, ValueError) as exc:
-        where = (
-            ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
-            if isinstance(exc, ValidationError)
-            else "body must be JSON"
-        )
-        return _error(400, "invalid_request_error", f"invalid request: {where}")
+        where = error_fields(exc) if isinstance(exc, ValidationError) else "body must be JSON"
+        return error_response(400, "invalid_request_error", f"invalid request: {where}")
     service = _service(request)
     try:
         team = await TeamStore(service.pool).get(team_id)
@@ -71,11 +68,11 @@ async def rag_query(request: Request) -> Response:
             actor=f"team:{team_id}",
         )
     except GatewayError as exc:
-        return _refusal(exc)
+        return refusal_response(exc)
     except NoEvidence as exc:
-        return _error(404, "not_found_error", str(exc))
+        return error_response(404, "not_found_error", str(exc))
     except ValueError as exc:
-        return _error(400, "invalid_request_error", str(exc))
+        return error_response(400, "invalid_request_error", str(exc))
     except AnswerUnavailable as exc:
-        return _error(503, "overloaded_error", str(exc), {"retry-after": "5"})
+        return error_response(503, "overloaded_error", str(exc), {"retry-after": "5"})
     return JSONResponse(result.model_dump(mode="json"), headers={"request-id": result.request_id})

@@ -36,6 +36,7 @@ from careflow.llm.tasks import (
     render_evidence,
 )
 from careflow.llm.types import CompletionRequest, CompletionResponse, Evidence, ProviderError, Usage
+from careflow.validation import error_fields
 
 ENGINE_VERSION = "1.0.0"
 DRAFT_NOTICE = (
@@ -495,8 +496,8 @@ class OfflineProvider:
             try:
                 text = draft(request.task, request.task_input, request.evidence).model_dump_json()
             except ValidationError as exc:
-                fields = ", ".join(sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
-                raise ProviderError(self.name, "bad_request", f"task input invalid at: {fields}") from None
+                where = error_fields(exc)
+                raise ProviderError(self.name, "bad_request", f"task input invalid at: {where}") from None
         else:
             text = (
                 "The offline engine drafts careflow tasks only ("
