@@ -56,10 +56,12 @@ def _platform_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     # Activity classes of the building blocks, each built once per worker process from `c`.
     llm = LlmActivities(c.pool, c.settings)
+    fhir = process_fhir_client(c.settings, c.pool, c.identity)
+    notifier = Notifier(c.pool, c.settings.notify_webhook_url)
     lab = LabAlertActivities(
-        process_fhir_client(c.settings, c.pool, c.identity),
+        fhir,
         GatewayUrgencyAssessor(lambda: llm.gateway),
-        Notifier(c.pool, c.settings.notify_webhook_url),
+        notifier,
         PostgresAuditTrail(c.pool),
         c.identity,
     )
@@ -71,12 +73,7 @@ def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
         lab.assess,
         lab.deliver_alert,
         *KbActivities(c.pool).all(),
-        *PriorAuthActivities(
-            process_fhir_client(c.settings, c.pool, c.identity),
-            c.pool,
-            Notifier(c.pool, c.settings.notify_webhook_url),
-            c.settings,
-        ).all(),
+        *PriorAuthActivities(fhir, c.pool, notifier, c.settings).all(),
     ]
 
 
