@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from careflow.kb import clinical_terms as ct
@@ -165,6 +165,8 @@ def test_a_special_population_changes_the_terms(
     filler: str, drug: str, condition: str, population: str
 ) -> None:
     base = f"{filler} the dose of {drug} for {condition}"
+    # "cirrhosis ... with liver cirrhosis" adds no population: the condition already names it.
+    assume(not decisive_terms(population) <= decisive_terms(base))
     assert not guard_agrees(base, f"{base} {population}")
 
 
