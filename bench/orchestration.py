@@ -15,41 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from temporalio.client import Client
 
 from bench.bench_workflow import BenchInput, BenchWorkflow
+from bench.processes import start_ready_processes
 from careflow.config import load_settings
 from careflow.security.temporal import connect
 
-ROOT = Path(__file__).resolve().parent.parent
 PEAK_WORKFLOWS_PER_S = 50 / 60  # seed P7: 50 lab results per minute at peak
 
 
 async def start_workers(mode: str, queue: str, count: int) -> list[asyncio.subprocess.Process]:
-    procs = []
-    for _ in range(count):
-        p = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.bench_worker",
-            mode,
-            queue,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert p.stdout is not None
-        line = await asyncio.wait_for(p.stdout.readline(), 60)
-        if line.strip() != b"READY":
-            raise RuntimeError(f"{mode} worker did not start")
-        procs.append(p)
-    return procs
+    return await start_ready_processes(["bench.bench_worker", mode, queue], count)
 
 
 async def run_one(client: Client, queue: str, activities: int) -> float:

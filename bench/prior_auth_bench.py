@@ -27,17 +27,16 @@ import asyncio
 import contextlib
 import math
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from bench.processes import start_ready_processes
 from careflow import task_queues
 from careflow.config import Settings, load_settings
 from careflow.db.pool import create_pool
@@ -45,31 +44,13 @@ from careflow.security.logging import configure_logging
 from careflow.security.temporal import connect
 from starters.cli_pa import synthetic_orders
 
-ROOT = Path(__file__).resolve().parent.parent
 SLA_S = 300.0
 PEAK_ORDERS = 300  # seed P2: 300 PA requests in the 2-hour morning window
 ORDERS_PER_PATIENT = 0.33  # measured on the synthetic EHR (seed 7: 261 orders for 790 patients)
 
 
 async def start_workers(queue: str, count: int) -> list[asyncio.subprocess.Process]:
-    procs = []
-    for _ in range(count):
-        p = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.prior_auth_bench",
-            "worker",
-            queue,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert p.stdout is not None
-        line = await asyncio.wait_for(p.stdout.readline(), 120)
-        if line.strip() != b"READY":
-            raise RuntimeError("prior-auth bench worker did not start")
-        procs.append(p)
-    return procs
+    return await start_ready_processes(["bench.prior_auth_bench", "worker", queue], count, timeout=120)
 
 
 async def prepare(settings: Settings, seed: int, orders_needed: int, seeded: bool) -> list[str]:
