@@ -319,6 +319,16 @@ async def test_budget_blocks_at_100_percent(rig: Rig) -> None:
     assert not rig.a.requests
     assert "block" in [k for _, k in await rig.gateway.ledger.events(team)]
     assert (await rig.calls(team))[0]["outcome"] == "budget_exceeded"
+    assert await rig.gateway.limiter.used(team) == 0  # a refused call takes no tokens from the window
+
+
+async def test_first_call_of_a_month_creates_its_ledger_row(rig: Rig) -> None:
+    team = await rig.team(budget="1")
+    async with rig.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM llm_budget_ledger WHERE team_id = $1", team) == 0
+    _, rec = await rig.gateway.complete_with_record(team, "uc", Tier.STANDARD, request(), uid("r"))
+    spent, reserved = await rig.ledger(team)
+    assert spent == rec.cost_usd > 0 and reserved == 0  # the hold was settled at the actual cost
 
 
 async def test_twenty_concurrent_calls_never_overspend_the_budget(rig: Rig) -> None:

@@ -1,4 +1,5 @@
-"""Monthly budgets per team: reserve the estimated cost before a call, settle the actual cost after.
+"""Monthly budgets per team: reserve the estimated cost before a call, settle the actual cost after
+(careflow.llm.settlement).
 
 The reservation is one conditional UPDATE (spent + reserved + estimate <= budget) on the team's
 month row; Postgres re-checks the condition on the locked row, so any number of concurrent calls
@@ -49,6 +50,16 @@ class Reservation:
     amount_usd: Decimal
 
 
+@dataclass(frozen=True)
+class Spend:
+    """The team's month after a settled charge: what the 80 % alert is checked against."""
+
+    team_id: str
+    month: date
+    spent_usd: Decimal
+    budget_usd: Decimal
+
+
 _SNAPSHOT = """
 SELECT t.team_id, t.display_name, t.allowed_tiers, t.monthly_budget_usd, t.tokens_per_minute,
        t.phi_permitted, coalesce(l.spent_usd, 0) AS spent_usd, coalesce(l.reserved_usd, 0) AS reserved_usd,
@@ -57,19 +68,6 @@ SELECT t.team_id, t.display_name, t.allowed_tiers, t.monthly_budget_usd, t.token
               WHERE b.state <> 'closed' OR cardinality(b.failures) > 0) AS breaker_watch
   FROM teams t LEFT JOIN llm_budget_ledger l ON l.team_id = t.team_id AND l.month = $2
  WHERE t.team_id = $1"""
-
-_RESERVE = """
-UPDATE llm_budget_ledger l SET reserved_usd = l.reserved_usd + $3
-  FROM teams t
- WHERE l.team_id = $1 AND l.month = $2 AND t.team_id = l.team_id
-   AND l.spent_usd + l.reserved_usd + $3 <= t.monthly_budget_usd
-RETURNING l.spent_usd, l.reserved_usd"""
-
-_SETTLE = """
-UPDATE llm_budget_ledger l SET reserved_usd = greatest(l.reserved_usd - $3, 0), spent_usd = l.spent_usd + $4
-  FROM teams t
- WHERE l.team_id = $1 AND l.month = $2 AND t.team_id = l.team_id
-RETURNING l.spent_usd, l.reserved_usd, t.monthly_budget_usd"""
 
 _EVENT = """
 INSERT INTO llm_budget_events (team_id, month, kind, used_fraction) VALUES ($1, $2, $3, $4)
@@ -98,48 +96,22 @@ class BudgetLedger:
     def should_downgrade(self, snap: BudgetSnapshot) -> bool:
         return snap.used_fraction >= self.downgrade_at
 
-    async def reserve(
-        self, snap: BudgetSnapshot, estimate_usd: Decimal, conn: asyncpg.Connection | None = None
-    ) -> Reservation:
-        """Hold `estimate_usd` of the team's month, or raise BudgetExceeded (block at 100 %)."""
+    async def blocked(
+        self, snap: BudgetSnapshot, used_usd: Decimal, conn: asyncpg.Connection
+    ) -> BudgetExceeded:
+        """The refusal for a call the budget cannot hold, recorded as the month's block event."""
         team = snap.team
-        async with connection(self._pool, conn) as conn:
-            row = await conn.fetchrow(_RESERVE, team.team_id, snap.month, estimate_usd)
-            if row is None:  # first call of the month (or over budget): make sure the row exists
-                await conn.execute(
-                    "INSERT INTO llm_budget_ledger (team_id, month) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    team.team_id,
-                    snap.month,
-                )
-                row = await conn.fetchrow(_RESERVE, team.team_id, snap.month, estimate_usd)
-            if row is None:
-                current = await conn.fetchrow(
-                    "SELECT spent_usd, reserved_usd FROM llm_budget_ledger WHERE team_id = $1 AND month = $2",
-                    team.team_id,
-                    snap.month,
-                )
-                used = current["spent_usd"] + current["reserved_usd"] if current else Decimal(0)
-                await self._event(conn, team, snap.month, "block", used)
-                raise BudgetExceeded(
-                    team.team_id, snap.month.strftime("%Y-%m"), float(used), float(team.monthly_budget_usd)
-                )
-        return Reservation(team.team_id, snap.month, estimate_usd)
+        await self._event(conn, team, snap.month, "block", used_usd)
+        return BudgetExceeded(
+            team.team_id, snap.month.strftime("%Y-%m"), float(used_usd), float(team.monthly_budget_usd)
+        )
 
-    async def settle(
-        self, reservation: Reservation, actual_usd: Decimal, conn: asyncpg.Connection | None = None
-    ) -> Decimal:
-        """Release the hold and charge the actual cost; returns the month's spend so far."""
-        async with connection(self._pool, conn) as conn:
-            row = await conn.fetchrow(
-                _SETTLE, reservation.team_id, reservation.month, reservation.amount_usd, actual_usd
-            )
-            if row is None:
-                return Decimal(0)
-            budget: Decimal = row["monthly_budget_usd"]
-            spent: Decimal = row["spent_usd"]
-            if budget > 0 and spent >= budget * Decimal(str(self.alert_at)):
-                await self._event(conn, reservation.team_id, reservation.month, "alert", spent, budget)
-        return spent
+    async def note_spend(self, spend: Spend, conn: asyncpg.Connection | None = None) -> None:
+        """The 80 % alert, once a settled charge brings the month's spend to it."""
+        budget = spend.budget_usd
+        if budget > 0 and spend.spent_usd >= budget * Decimal(str(self.alert_at)):
+            async with connection(self._pool, conn) as conn:
+                await self._event(conn, spend.team_id, spend.month, "alert", spend.spent_usd, budget)
 
     async def note_downgrade(self, snap: BudgetSnapshot, conn: asyncpg.Connection | None = None) -> None:
         async with connection(self._pool, conn) as conn:

@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
 from careflow.llm.config import Price
-from careflow.llm.teams import connection
 from careflow.llm.types import CompletionRequest, CompletionResponse, Usage
 
 _MILLION = Decimal(1_000_000)
@@ -86,18 +85,8 @@ class CallRecord(BaseModel):
     response_chars: int | None = None
 
 
-_FIELDS = list(CallRecord.model_fields)
-_PLACEHOLDERS = ", ".join(f"${i + 1}" for i in range(len(_FIELDS)))
-_INSERT = f"INSERT INTO llm_calls ({', '.join(_FIELDS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608 (constants)
-
-
-class CallRecorder:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def record(self, rec: CallRecord, conn: asyncpg.Connection | None = None) -> None:
-        async with connection(self._pool, conn) as conn:
-            await conn.execute(_INSERT, *(getattr(rec, f) for f in _FIELDS))
+# The llm_calls columns, in the order careflow.llm.settlement inserts them.
+CALL_FIELDS = list(CallRecord.model_fields)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from pydantic import BaseModel
 
 from careflow.config import Settings
 from careflow.llm import structured, tasks
+from careflow.llm.admission import admit_and_hold
 from careflow.llm.breaker import BreakerSettings, CircuitBreaker, Permit
 from careflow.llm.budget import BudgetLedger, BudgetSnapshot, Reservation
 from careflow.llm.config import GatewayConfig, Target
 from careflow.llm.cost import (
     CallRecord,
-    CallRecorder,
     GatewayMetrics,
     cost_of,
     estimate_prompt_tokens,
@@ -46,6 +46,7 @@ from careflow.llm.errors import (
     UnknownTeam,
 )
 from careflow.llm.ratelimit import RateTicket, TokenRateLimiter
+from careflow.llm.settlement import settle_and_record
 from careflow.llm.types import (
     CompletionRequest,
     CompletionResponse,
@@ -144,7 +145,6 @@ class Gateway:
         )
         self.ledger = BudgetLedger(pool, self.config.budget_alert_at, self.config.budget_downgrade_at)
         self.limiter = TokenRateLimiter(pool, self.config.rate_window_s)
-        self.recorder = CallRecorder(pool)
         self.metrics = metrics or GatewayMetrics()
         self._clock = clock
 
@@ -221,12 +221,11 @@ class Gateway:
             targets = self._eligible_targets(team.team_id, effective, request.contains_phi)
 
             prompt_estimate = estimate_prompt_tokens(request)
-            call.ticket = await self.limiter.admit(
-                team.team_id, team.tokens_per_minute, prompt_estimate + request.max_tokens, at, conn
-            )
             prices = [self.config.price(t.model) for t in targets]
             estimate = worst_case_cost(prompt_estimate, request.max_tokens, prices)
-            call.reservation = await self.ledger.reserve(snap, estimate, conn)
+            call.ticket, call.reservation = await admit_and_hold(
+                conn, self.limiter, self.ledger, snap, prompt_estimate + request.max_tokens, estimate, at
+            )
             first = targets[0].provider
             first_permit = (
                 await self.breaker.acquire(first, at, conn)
@@ -236,15 +235,16 @@ class Gateway:
         return await self._route(effective, targets, request, first_permit)
 
     async def _finish(self, call: _Call) -> None:
-        """Settle the reservation and the rate window at the actual cost, record the call: one connection."""
+        """Settle the rate window and the reservation at the actual cost and record the call, in one
+        statement; then the 80 % alert if this charge reached it."""
         self.metrics.observe(call.rec)
         try:
             async with self._pool.acquire() as conn:
-                if call.reservation is not None:
-                    await self.ledger.settle(call.reservation, call.actual_usd, conn)
-                if call.ticket is not None:
-                    await self.limiter.reconcile(call.ticket, call.actual_tokens, conn)
-                await self.recorder.record(call.rec, conn)
+                spend = await settle_and_record(
+                    conn, call.rec, call.ticket, call.reservation, call.actual_usd, call.actual_tokens
+                )
+                if spend is not None:
+                    await self.ledger.note_spend(spend, conn)
         except (OSError, asyncpg.PostgresError) as exc:
             # The answer stands; an unsettled hold only makes the budget stricter until it is fixed.
             log.error("llm call settlement failed", request_id=call.rec.request_id, error=type(exc).__name__)

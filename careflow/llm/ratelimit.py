@@ -1,7 +1,7 @@
 """Token rate limit per team: a sliding 60 s window in Postgres (function llm_rate_admit, 0004).
 
 The estimate (prompt estimate + max_tokens) is admitted before the call and replaced by the actual
-token count after it, so the window reflects what the provider really used.
+token count after it (careflow.llm.settlement), so the window reflects what the provider really used.
 """
 
 from __future__ import annotations
@@ -47,16 +47,6 @@ class TokenRateLimiter:
         if row["event_id"] is None:
             raise RateLimited(team_id, limit_tpm, tokens, float(row["retry_after_s"] or self.window_s))
         return RateTicket(row["event_id"], tokens)
-
-    async def reconcile(
-        self, ticket: RateTicket, actual_tokens: int, conn: asyncpg.Connection | None = None
-    ) -> None:
-        if actual_tokens == ticket.tokens:
-            return
-        async with connection(self._pool, conn) as conn:
-            await conn.execute(
-                "UPDATE llm_rate_events SET tokens = $2 WHERE id = $1", ticket.event_id, max(actual_tokens, 0)
-            )
 
     async def used(self, team_id: str, at: datetime | None = None) -> int:
         async with self._pool.acquire() as conn:
