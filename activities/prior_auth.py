@@ -28,6 +28,8 @@ from careflow.fhir.errors import FhirError
 from careflow.fhir.resources import InvalidResource, validate_resource
 from careflow.kb import store
 from careflow.models.prior_auth import (
+    OBSERVATION_CONTEXT,
+    PA_MEASUREMENTS,
     PA_REVIEW_ROLES,
     ClinicalEvidence,
     CloseReviewRequest,
@@ -58,6 +60,10 @@ TASK_CODE_SYSTEM = f"{codes.CAREFLOW}/CodeSystem/task"
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
 CRITERION = re.compile(r"^\s*Criterion\s+(\d+)\s*:", re.IGNORECASE)
 GUIDELINE_TYPES = ("guideline", "protocol", "formulary")
+# Minimum necessary: of the patient's observations, only the measurements payer criteria name.
+_MEASUREMENT_SEARCH = {
+    OBSERVATION_CONTEXT: {"code": ",".join(f"{codes.LOINC}|{c}" for c in PA_MEASUREMENTS), "_sort": "-date"}
+}
 
 
 class OrderNotFound(Exception):
@@ -121,7 +127,43 @@ def summarise(resource: dict[str, Any]) -> str:
         )
     if rt == "Coverage":
         return f"Coverage: {_display(resource.get('type'))}, {resource.get('status', '')}."
+    if rt == "Observation":
+        return _summarise_measurement(resource)
     return f"{rt}."
+
+
+def _loinc(resource: dict[str, Any]) -> str | None:
+    codings = (resource.get("code") or {}).get("coding", [])
+    return next((c.get("code") for c in codings if c.get("system") == codes.LOINC and c.get("code")), None)
+
+
+def _summarise_measurement(resource: dict[str, Any]) -> str:
+    """The value right after the measurement's usual name ("HbA1c 8.1 %"), where the drafter looks."""
+    code = _loinc(resource)
+    name = PA_MEASUREMENTS.get(code or "") or _display(resource.get("code")) or "Observation"
+    quantity = resource.get("valueQuantity") or {}
+    value = quantity.get("value")
+    shown = (
+        f"{value:g} {quantity.get('unit') or quantity.get('code') or ''}".strip()
+        if value is not None
+        else "no value"
+    )
+    ranges = resource.get("referenceRange") or [{}]
+    low, high = (ranges[0].get("low") or {}).get("value"), (ranges[0].get("high") or {}).get("value")
+    reference = f", reference {low:g}-{high:g}" if low is not None and high is not None else ""
+    when = _date(resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start"))
+    status = resource.get("status", "")
+    return f"Observation: {name} {shown} (LOINC {code or 'not coded'}{reference}), {status}, {when}."
+
+
+def latest_measurements(observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The most recent observation of each measured code (the search sorts newest first)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for obs in observations:
+        code = _loinc(obs)
+        if code is not None and (obs.get("valueQuantity") or {}).get("value") is not None:
+            latest.setdefault(code, obs)
+    return list(latest.values())
 
 
 def criteria_of(text: str) -> list[tuple[int, str]]:
@@ -252,10 +294,13 @@ class PriorAuthActivities:
             found = await self._fhir.patient_context(
                 patient_id,
                 [req.resource_type],
+                params=_MEASUREMENT_SEARCH,
                 request_id=f"{info.workflow_id}/context",
                 workflow_id=info.workflow_id,
             )
             resources = found[req.resource_type]
+            if req.resource_type == OBSERVATION_CONTEXT:
+                resources = latest_measurements(resources)
             part = ContextPart(
                 resource_type=req.resource_type,
                 entries=[ContextEntry(reference=_ref(r), summary=summarise(r)) for r in resources],

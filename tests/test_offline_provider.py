@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -144,6 +145,7 @@ async def test_pa_justification_maps_each_criterion_with_its_evidence() -> None:
     )
     assert "semaglutide is recommended" in letter and "[guideline:ada-2025#9.2]" in letter
     assert "Summary: 4 of 7 payer criteria are documented as met" in letter
+    assert "Recent results:\n- " in letter and "[Observation/o1]" in letter
     assert "guideline:ada-2025#9.2" in out.citations and "transcript:enc-1" not in out.citations
 
 
@@ -477,3 +479,60 @@ async def test_every_draft_validates_cites_only_given_ids_and_is_grounded(
         order.shuffle(shuffled)
         assert (await draft(task, task_input, shuffled)).text == response.text
         assert json.loads(response.text) == out.model_dump(mode="json")
+
+
+# -- criterion rules: alternatives, postfix thresholds, who may contradict ------------------------
+RED_FLAGS = (
+    "At least one red flag is present: suspected cauda equina syndrome (urinary retention, saddle "
+    "anaesthesia); a progressive neurological deficit (for example foot drop); or suspected spinal "
+    "infection (fever, IV drug use)."
+)
+
+
+def ev(evidence_id: str, text: str) -> Evidence:
+    return Evidence(id=evidence_id, kind="fhir", title=evidence_id.split("/")[0], text=text)
+
+
+def test_one_documented_alternative_meets_the_criterion() -> None:
+    record = [ev("Condition/d1", "Condition: progressive neurological deficit of the left leg; active.")]
+    found = offline_rules.assess_criterion(RED_FLAGS, record)
+    assert (found.status, found.evidence_ids) == ("met", ["Condition/d1"])
+
+
+def test_alternatives_are_not_met_only_when_each_is_contradicted() -> None:
+    criterion = "Failure of metformin, or intolerance of a sulfonylurea"
+    denied = [ev("Condition/n1", "Condition: no metformin given; denies sulfonylurea intolerance.")]
+    assert offline_rules.assess_criterion(criterion, denied).status == "not_met"
+    one_left = [ev("Condition/n2", "Condition: no metformin given.")]  # the sulfonylurea is not mentioned
+    assert offline_rules.assess_criterion(criterion, one_left).status == "unknown"
+
+
+def test_an_insurance_line_never_contradicts_a_clinical_criterion() -> None:
+    record = [ev("Coverage/c1", "Coverage: no progressive neurological deficit benefit rider; active.")]
+    assert offline_rules.assess_criterion(RED_FLAGS, record).status == "unknown"
+    assert offline_rules.assess_criterion("Progressive neurological deficit", record).status == "unknown"
+
+
+def test_parenthesised_examples_are_not_required_terms() -> None:
+    record = [ev("Condition/s1", "Condition: spinal infection; active.")]
+    assert (
+        offline_rules.assess_criterion("Suspected spinal infection (fever, IV drug use)", record).status
+        == "met"
+    )
+
+
+@pytest.mark.parametrize(("value", "status"), [("8.1", "met"), ("7.0", "met"), ("6.2", "not_met")])
+def test_a_threshold_written_after_its_value_is_compared(value: str, status: str) -> None:
+    criterion = "The most recent HbA1c, measured within the past 6 months, is 7.0% or higher."
+    record = [
+        ev("Observation/a1", f"Observation: HbA1c {value} % (LOINC 4548-4, reference 4.0-5.6), 2026-09-01.")
+    ]
+    found = offline_rules.assess_criterion(criterion, record)
+    assert (found.status, found.evidence_ids) == (status, ["Observation/a1"])
+
+
+def test_a_quantity_is_matched_by_any_of_its_names() -> None:
+    record = [ev("Observation/b1", "Observation: Body mass index (BMI) 41.3 kg/m2, 2026-10-02.")]
+    assert offline_rules.assess_criterion("BMI of at least 40", record).status == "met"
+    assert offline_rules.assess_criterion("body mass index 30 kg/m2 or more", record).status == "met"
+    assert offline_rules.assess_criterion("BMI below 35", record).status == "not_met"

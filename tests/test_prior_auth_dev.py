@@ -78,6 +78,8 @@ Criterion 1: Diagnosis of type 2 diabetes mellitus (E11.9).
 
 Criterion 2: Current or prior treatment with metformin.
 
+Criterion 3: The most recent HbA1c is 7.0% or higher.
+
 ## 3 Duration
 
 Approvals are valid for twelve months.
@@ -194,8 +196,18 @@ async def test_review_update_refuses_unauthorised_reviewer_then_approval_reaches
         assert [c.criterion for c in s.criteria] == [
             "Diagnosis of type 2 diabetes mellitus (E11.9).",
             "Current or prior treatment with metformin.",
+            "The most recent HbA1c is 7.0% or higher.",
         ]
-        assert [c.status for c in s.criteria] == ["met", "met"]
+        assert [c.status for c in s.criteria] == ["met", "met", "met"]
+        # the HbA1c criterion is met by the patient's latest HbA1c, read as an Observation
+        [hba1c] = s.criteria[2].evidence_ids
+        assert hba1c.startswith("Observation/")
+        [order] = await stack.fhir.search("MedicationRequest", {"identifier": f"{codes.ORDER_ID}|{order_id}"})
+        hba1cs = await stack.fhir.search(
+            "Observation", {"subject": order["subject"]["reference"], "code": f"{codes.LOINC}|4548-4"}
+        )
+        latest = max(hba1cs, key=lambda o: str(o["effectiveDateTime"]))
+        assert hba1c == f"Observation/{latest['id']}" and latest["valueQuantity"]["value"] >= 7.0
         assert all(c.evidence_ids for c in s.criteria) and not s.template and not s.partial_context
         # step 5: a preliminary, AI-marked DocumentReference and a review Task, both valid R4
         [doc] = await stack.written("DocumentReference", wid, "draft-document")
@@ -270,9 +282,9 @@ async def test_review_update_refuses_unauthorised_reviewer_then_approval_reaches
         [("Practitioner/not-pa-staff", "rejected"), (staff, "rejected"), (staff, "success")]
     )
     reads = {r["resource_type"] for r in rows if r["event_type"] == "phi-access"}
-    # the context reads are exactly the six types (plus the order, roster and payer look-ups)
+    # the context reads are the six types and the measurements (plus the order, roster and payer look-ups)
     assert {"Patient", "Encounter", "Condition", "MedicationRequest", "Procedure", "Coverage"} <= reads
-    assert "Observation" not in reads and "AllergyIntolerance" not in reads
+    assert "Observation" in reads and "AllergyIntolerance" not in reads
 
     [claim] = await stack.pool.fetch(
         "SELECT decision, bundle FROM payer_claims WHERE claim_identifier LIKE $1", f"%|pa-{order_id}"
@@ -287,7 +299,7 @@ async def test_review_update_refuses_unauthorised_reviewer_then_approval_reaches
     assert attrs.get(sa.STAGE) == "approved" and attrs.get(sa.PIPELINE) == "prior-auth"
     assert attrs.get(sa.PAYER) == final.payer and attrs.get(sa.TENANT) == TENANT
     memo = await described.memo_value("summary")
-    assert memo["stage"] == "approved" and memo["criteria_met"] == "2/2"
+    assert memo["stage"] == "approved" and memo["criteria_met"] == "3/3"
 
 
 async def test_temporal_cli_start_with_plain_json_completes(

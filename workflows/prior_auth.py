@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from careflow.models.audit import AuditAction, AuditEvent, AuditEventType, AuditOutcome
     from careflow.models.prior_auth import (
         CONTEXT_TYPES,
+        OBSERVATION_CONTEXT,
         ClinicalEvidence,
         CloseReviewRequest,
         ContextPart,
@@ -254,8 +255,11 @@ class PriorAuthWorkflow:
             except ActivityError:
                 return None
 
-        parts = await asyncio.gather(*(read(t) for t in CONTEXT_TYPES))
-        missing = [t for t, p in zip(CONTEXT_TYPES, parts, strict=True) if p is None]
+        types: tuple[str, ...] = CONTEXT_TYPES
+        if workflow.patched("pa-observation-context"):  # histories before it read six types
+            types = (*CONTEXT_TYPES, OBSERVATION_CONTEXT)
+        parts = await asyncio.gather(*(read(t) for t in types))
+        missing = [t for t, p in zip(types, parts, strict=True) if p is None]
         if missing:
             s = self._status
             s.partial_context, s.missing_resource_types = True, missing

@@ -2,9 +2,12 @@
 
 Evidence is classified by its id (`Condition/123`) or kind; matching is keyword and code based:
 lower-cased word terms with a light plural stem, ICD-10-CM codes by prefix, numeric thresholds
-("HbA1c > 7") compared with the first number after the term in the evidence, and a sentence-level
-negation cue ("no", "denies", "negative for") before a term turns a mention into a denial; a criterion
-that is itself negated ("No history of pancreatitis") is met by a denial and contradicted by a mention.
+("HbA1c > 7", "7.0% or higher") compared with the first number after the quantity's name in the
+evidence, and a sentence-level negation cue ("no", "denies", "negative for") before a term turns a
+mention into a denial; a criterion that is itself negated ("No history of pancreatitis") is met by a
+denial and contradicted by a mention.  A criterion written as alternatives ("A, or B"; "at least one
+of: A; B; or C") is met by any one of them; parenthesised examples are not required terms.  Only
+clinical entries (conditions, treatments, observations, encounters) can contradict a criterion.
 Nothing here knows medicine beyond these rules: every fact the engine writes is copied from evidence.
 """
 
@@ -61,6 +64,31 @@ _COMPARATOR = re.compile(
     re.IGNORECASE,
 )
 
+# "7.0% or higher", "30 kg/m2 or more": the threshold before its comparator.
+_POSTFIX = re.compile(
+    _NUMBER + r"\s*(?:%|[a-z][a-z0-9/.*]*)?\s+or\s+(?P<dir>higher|more|greater|above|lower|less|below)\b",
+    re.IGNORECASE,
+)
+_POSTFIX_OPS = {
+    "higher": ">=",
+    "more": ">=",
+    "greater": ">=",
+    "above": ">=",
+    "lower": "<=",
+    "less": "<=",
+    "below": "<=",
+}
+# Measured quantities a criterion may name, with the names a record may use for each (longest first).
+QUANTITIES: tuple[tuple[str, ...], ...] = (
+    ("hemoglobin a1c", "haemoglobin a1c", "hba1c", "a1c"),
+    ("body mass index", "bmi"),
+    ("estimated glomerular filtration rate", "egfr"),
+    ("ldl cholesterol", "ldl-c", "ldl"),
+    ("creatinine",),
+    ("hemoglobin", "haemoglobin"),
+    ("ejection fraction", "lvef"),
+)
+
 STOPWORDS = frozenset(
     """a an and are as at be been by for from has have had in is it its of on or that the this to was were
     with will would should must may can patient patients documented documentation diagnosis diagnosed
@@ -68,7 +96,8 @@ STOPWORDS = frozenset(
     least months month weeks week years year days day required requirement requires use used using
     type than more less greater treatment therapy including include includes other any each per
     unspecified without complications primary due one two three four five six or least adequate
-    appropriate conventional standard recent recently within last confirmed active""".split()
+    appropriate conventional standard recent recently within last confirmed active suspected suspicion
+    present presence example""".split()
 )
 
 
@@ -150,16 +179,36 @@ class Finding:
     reason: str = ""
 
 
+def _quantity_names(text: str) -> list[str]:
+    """Every name of the first known quantity the text names ("HbA1c" -> hemoglobin a1c, hba1c, a1c)."""
+    lowered = text.lower()
+    named = [(m.start(), q) for q in QUANTITIES for n in q for m in [_name_at(lowered, n)] if m]
+    return list(min(named)[1]) if named else []
+
+
+def _name_at(lowered: str, name: str) -> re.Match[str] | None:
+    return re.search(r"(?<![a-z0-9])" + re.escape(name) + r"(?![a-z0-9])", lowered)
+
+
 def _numeric_rule(criterion: str) -> tuple[list[str], str, float] | None:
     m = _COMPARATOR.search(criterion)
-    if m is None or m.group("unit"):  # durations ("at least 3 months") are not thresholds on a value
-        return None
-    lhs = [w for w in _WORD.findall(m.group("lhs").lower()) if w not in STOPWORDS]
-    if not lhs:
-        return None
-    # Candidate names of the measured quantity, longest first: "body mass index", "mass index", "index".
-    names = [" ".join(lhs[i:]) for i in range(max(0, len(lhs) - 3), len(lhs))]
-    return names, _COMPARATORS[m.group("op").lower()], float(m.group(3))
+    if m is not None and not m.group("unit"):  # durations ("at least 3 months") are not thresholds
+        lhs = [w for w in _WORD.findall(m.group("lhs").lower()) if w not in STOPWORDS]
+        if lhs:
+            # Names of the measured quantity, longest first: "body mass index", "mass index", "index".
+            names = [" ".join(lhs[i:]) for i in range(max(0, len(lhs) - 3), len(lhs))]
+            known = _quantity_names(m.group("lhs"))
+            return (
+                known + [n for n in names if n not in known],
+                _COMPARATORS[m.group("op").lower()],
+                float(m.group(3)),
+            )
+    post = _POSTFIX.search(criterion)
+    if post is not None:
+        names = _quantity_names(criterion[: post.start()])
+        if names:
+            return names, _POSTFIX_OPS[post.group("dir").lower()], float(post.group(1))
+    return None
 
 
 def _compare(value: float, op: str, threshold: float) -> bool:
@@ -175,7 +224,10 @@ def _check_numeric(rule: tuple[list[str], str, float], record: list[Evidence]) -
     names, op, threshold = rule
     for name in names:
         # The value is the first number after the name, not a digit inside a word (the "1" of "HbA1c").
-        pattern = re.compile(re.escape(name) + r"[^0-9\n]{0,25}?(?<![A-Za-z0-9.])" + _NUMBER, re.IGNORECASE)
+        pattern = re.compile(
+            r"(?<![A-Za-z0-9])" + re.escape(name) + r"[^0-9\n]{0,25}?(?<![A-Za-z0-9.])" + _NUMBER,
+            re.IGNORECASE,
+        )
         hits = [(e, float(m.group(1))) for e in record for m in [pattern.search(f"{e.title} {e.text}")] if m]
         if hits:
             meeting = [e.id for e, v in hits if _compare(v, op, threshold)]
@@ -196,9 +248,53 @@ def _check_codes(codes: list[str], record: list[Evidence]) -> Finding | None:
     return Finding("met", ids, "diagnosis code in the record") if ids else None
 
 
+_PARENTHESES = re.compile(r"\([^()]*\)")
+_CLINICAL: frozenset[Category] = frozenset({"condition", "treatment", "observation", "encounter"})
+
+
+def alternatives(criterion: str) -> list[str]:
+    """The criterion's top-level alternatives ("A, or B"; "at least one red flag: A; B; or C"), the
+    first without its lead-in up to a colon; [criterion] when it offers none.  Text in parentheses
+    (examples, codes) never splits."""
+    parts, cuts, depth = [], [0], 0
+    for i, ch in enumerate(criterion):
+        depth = depth + (ch == "(") - (ch == ")" and depth > 0)
+        if depth == 0 and (ch == ";" or criterion.startswith(", or ", i)):
+            parts.append(criterion[cuts[-1] : i])
+            cuts.append(i + 1)
+    if not parts:
+        return [criterion]
+    parts.append(criterion[cuts[-1] :])
+    colon = _top_level(parts[0], ":")
+    if colon >= 0:
+        parts[0] = parts[0][colon + 1 :]
+    cleaned = [re.sub(r"^[\s,]*(?:or|either)\s+", "", p).strip(" ,.") for p in parts]
+    return [p for p in cleaned if p]
+
+
+def _top_level(text: str, char: str) -> int:
+    """The index of the last `char` outside parentheses, or -1."""
+    found, depth = -1, 0
+    for i, ch in enumerate(text):
+        depth = depth + (ch == "(") - (ch == ")" and depth > 0)
+        if depth == 0 and ch == char:
+            found = i
+    return found
+
+
 def assess_criterion(criterion: str, record: list[Evidence]) -> Finding:
     """met / not_met / unknown for one payer criterion against the patient's record (never guidelines)."""
-    numeric = _numeric_rule(criterion)
+    options = alternatives(criterion)
+    if len(options) > 1:
+        findings = [assess_criterion(o, record) for o in options]  # an option offers no alternatives
+        met = next((f for f in findings if f.status == "met"), None)
+        if met is not None:
+            return met
+        if all(f.status == "not_met" for f in findings):
+            ids = _ordered(i for f in findings for i in f.evidence_ids)
+            return Finding("not_met", ids, "no alternative holds")
+        return Finding("unknown", [], "no alternative documented: " + "; ".join(f.reason for f in findings))
+    numeric = _numeric_rule(_PARENTHESES.sub(" ", criterion))  # examples in parentheses are not thresholds
     if numeric is not None:
         found = _check_numeric(numeric, record)
         if found is not None:
@@ -208,7 +304,12 @@ def assess_criterion(criterion: str, record: list[Evidence]) -> Finding:
         found = _check_codes(codes, record)
         if found is not None:
             return found
-    anchors = [t for t in terms(criterion) if not ICD10.fullmatch(t.upper())]
+    return _assess_terms(criterion, record)
+
+
+def _assess_terms(criterion: str, record: list[Evidence]) -> Finding:
+    """Every content term of the criterion (outside parentheses) documented, or one contradicted."""
+    anchors = [t for t in terms(_PARENTHESES.sub(" ", criterion)) if not ICD10.fullmatch(t.upper())]
     if not anchors:
         return Finding("unknown", [], "no checkable term in the criterion")
     # "No history of pancreatitis" asks for a term's absence: the record must deny it, not mention it.
@@ -217,11 +318,12 @@ def assess_criterion(criterion: str, record: list[Evidence]) -> Finding:
     negated: dict[str, list[str]] = {a: [] for a in anchors}
     for e in record:
         text = f"{e.title}. {e.text}"
+        clinical = category(e) in _CLINICAL
         for a in anchors:
             how = mention(text, a)
             if how == "positive":
                 positive[a].append(e.id)
-            elif how == "negated":
+            elif how == "negated" and clinical:  # an insurance or demographic line denies nothing
                 negated[a].append(e.id)
 
     def support(a: str) -> list[str]:
@@ -231,7 +333,7 @@ def assess_criterion(criterion: str, record: list[Evidence]) -> Finding:
 
     def contradiction(a: str) -> list[str]:
         if wants_absence[a]:
-            return positive[a]
+            return [i for i in positive[a] if category(_by_id(record, i)) in _CLINICAL]
         return [] if positive[a] else negated[a]
 
     if all(support(a) for a in anchors):
@@ -241,6 +343,10 @@ def assess_criterion(criterion: str, record: list[Evidence]) -> Finding:
         ids = _ordered(i for a in contradicted for i in contradiction(a))
         return Finding("not_met", ids, "the record contradicts " + ", ".join(contradicted))
     return Finding("unknown", [], "not documented: " + ", ".join(a for a in anchors if not support(a)))
+
+
+def _by_id(record: list[Evidence], evidence_id: str) -> Evidence:
+    return next(e for e in record if e.id == evidence_id)
 
 
 def _ordered(ids: Iterable[str]) -> list[str]:

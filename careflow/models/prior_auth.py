@@ -15,6 +15,21 @@ from pydantic import BaseModel, Field
 from careflow.llm.types import Evidence
 
 CONTEXT_TYPES = ("Patient", "Encounter", "Condition", "MedicationRequest", "Procedure", "Coverage")
+# Workflows started after patch `pa-observation-context` also read the measurements payer criteria
+# name (HbA1c >= 7 %, BMI >= 30, eGFR < 30): only these LOINC codes, only the latest of each.
+OBSERVATION_CONTEXT = "Observation"
+PA_MEASUREMENTS: dict[str, str] = {
+    "4548-4": "HbA1c",
+    "39156-5": "BMI",
+    "33914-3": "eGFR",
+    "62238-1": "eGFR",
+    "98979-8": "eGFR",
+    "2160-0": "Creatinine",
+    "13457-7": "LDL cholesterol",
+    "18262-6": "LDL cholesterol",
+    "718-7": "Hemoglobin",
+    "10230-1": "LVEF",
+}
 PA_REVIEW_ROLES = ("pa-staff", "pa-supervisor")
 
 ReviewActionName = Literal["approve", "reject", "request_changes"]
@@ -75,7 +90,7 @@ class OrderInfo(BaseModel):
 
 class ContextRequest(BaseModel):
     patient_ref: str
-    resource_type: str  # one of CONTEXT_TYPES
+    resource_type: str  # one of CONTEXT_TYPES or OBSERVATION_CONTEXT
 
 
 class ContextEntry(BaseModel):

@@ -64,6 +64,7 @@ def draft_pa_justification(inp: PaJustificationInput, evidence: list[Evidence]) 
     record = [e for e in evidence if r.category(e) != "guideline"]
     conditions = _of(evidence, "condition")
     treatments = _of(evidence, "treatment")
+    results = _of(evidence, "observation")
     focus = r.terms(inp.requested_item + " " + " ".join(r.describe(c) for c in conditions))
     ranked = sorted(
         ((r.relevance(focus, f"{g.title} {g.text}"), g) for g in _of(evidence, "guideline")),
@@ -102,6 +103,11 @@ def draft_pa_justification(inp: PaJustificationInput, evidence: list[Evidence]) 
             "Prior and current treatments:",
             _bullets([r.describe(t) + _tag([t.id]) for t in treatments], "None documented in the evidence."),
             "",
+            *(
+                ["Recent results:", _bullets([r.describe(o) + _tag([o.id]) for o in results], ""), ""]
+                if results
+                else []
+            ),
             "Supporting clinical guidance:",
             _bullets(
                 [f'{g.title or g.id}: "{r.best_sentence(focus, g.text)}"' + _tag([g.id]) for g in guidelines],
@@ -127,7 +133,7 @@ def draft_pa_justification(inp: PaJustificationInput, evidence: list[Evidence]) 
     citations = list(
         dict.fromkeys(
             [
-                *(e.id for e in conditions + treatments + guidelines),
+                *(e.id for e in conditions + treatments + results + guidelines),
                 *(i for _, f in findings for i in f.evidence_ids),
             ]
         )
