@@ -30,6 +30,8 @@ from careflow.models.kb_refresh import (
     KbPublishInput,
     KbPublishResult,
     KbRejection,
+    KbRetireInput,
+    KbRetireResult,
 )
 from careflow.security.logging import get_logger
 
@@ -61,7 +63,7 @@ class KbActivities:
         self.embedder = embedder or get_embedder()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.plan, self.ingest_batch, self.publish_updates]
+        return [self.plan, self.ingest_batch, self.retire_missing, self.publish_updates]
 
     @activity.defn(name="kb.plan")
     async def plan(self, inp: KbPlanInput) -> KbPlan:
@@ -123,6 +125,16 @@ class KbActivities:
             rejected=len(out.rejected),
         )
         return out
+
+    @activity.defn(name="kb.retire_missing")
+    async def retire_missing(self, inp: KbRetireInput) -> KbRetireResult:
+        """Documents whose source file left the folder leave the knowledge base and the cache."""
+        retired, invalidated = await pipeline.retire_missing(
+            self.pool, inp.tenant_id, Path(inp.source), inp.ingested_document_ids
+        )
+        if retired:
+            log.info("kb documents retired", tenant_id=inp.tenant_id, documents=len(retired))
+        return KbRetireResult(retired=[r.document_id for r in retired], cache_invalidated=invalidated)
 
     @activity.defn(name="kb.publish_updates")
     async def publish_updates(self, inp: KbPublishInput) -> KbPublishResult:

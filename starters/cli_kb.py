@@ -130,8 +130,8 @@ async def follow(
 
 
 def print_summary(p: KbProgress) -> None:
-    table = Table("documents", "inserted", "replaced", "unchanged", "chunks written", "chunks unchanged",
-                  "rejected", "cache entries invalidated")  # fmt: skip
+    table = Table("documents", "inserted", "replaced", "unchanged", "retired", "chunks written",
+                  "chunks unchanged", "rejected", "cache entries invalidated")  # fmt: skip
     unchanged = p.documents_done - p.documents_inserted - p.documents_replaced
     unchanged -= len({r.file for r in p.rejected if r.chunk_id is None})
     table.add_row(
@@ -139,6 +139,7 @@ def print_summary(p: KbProgress) -> None:
         str(p.documents_inserted),
         str(p.documents_replaced),
         str(unchanged),
+        str(len(p.documents_retired)),
         str(p.chunks_written),
         str(p.chunks_unchanged),
         str(len(p.rejected)),
@@ -148,6 +149,8 @@ def print_summary(p: KbProgress) -> None:
     for r in p.rejected:
         what = r.chunk_id or r.document_id or r.file
         console.print(f"  [yellow]rejected[/] {r.file}: {what}: {r.reason}")
+    for document_id in p.documents_retired:
+        console.print(f"  [cyan]retired[/] {document_id}: its source file left the folder")
 
 
 @kb_app.command("ingest")

@@ -27,16 +27,19 @@ from temporalio.worker import Worker
 from activities.kb import KbActivities
 from careflow.config import Settings
 from careflow.db.pool import create_pool
+from careflow.kb import store
 from careflow.kb.cache import SemanticCache
 from careflow.kb.embed import get_embedder
 from careflow.models.kb_refresh import KbProgress, KbRefreshInput
 from starters.cli_kb import ensure_refresh_schedule, ingest_workflow_id, schedule_id, start_ingest
+from starters.history import export_history
 from tests.fixtures.kb import EXPECTED, build_folder
 from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
+HISTORIES = Path(__file__).parent / "histories"
 HYPERK = "hyperkalemia-protocol.txt"
 
 
@@ -106,7 +109,8 @@ async def test_refresh_progress_idempotent_rerun_and_update(
     assert done == sorted(done) and all(
         p.documents_done <= p.documents_total for p in seen if p.documents_total
     )
-    assert {p.stage for p in seen} <= {"planning", "ingesting", "publishing", "done"}
+    assert {p.stage for p in seen} <= {"planning", "ingesting", "retiring", "publishing", "done"}
+    assert first.documents_retired == []
 
     second, _ = await run_with_progress(client, t, folder, task_queue)
     assert (second.documents_inserted, second.documents_replaced, second.chunks_written) == (0, 0, 0)
@@ -132,6 +136,99 @@ async def test_refresh_progress_idempotent_rerun_and_update(
     others = {c: x for c, x in stored.items() if not c.startswith("hyperkalemia-acute@")}
     assert {c: after[c] for c in others} == others
     assert third.chunks_written == len(after) - len(others)
+
+
+async def search_ids(pool: asyncpg.Pool, t: str, question: str) -> set[str]:
+    found = await store.search(pool, t, get_embedder().encode_one(question), k=20)
+    return {c.document_id for c in found}
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_removed_source_is_retired_with_its_cache_entries(
+    client: Client, pool: asyncpg.Pool, folder: Path, task_queue: str
+) -> None:
+    t = tenant()
+    await run_with_progress(client, t, folder, task_queue)
+    assert "hyperkalemia-acute" in await search_ids(pool, t, "insulin dose for hyperkalaemia")
+    entry = await SemanticCache(pool).store(
+        t,
+        "insulin dose in hyperkalaemia?",
+        get_embedder().encode_one("insulin"),
+        {"a": 1},
+        ["hyperkalemia-acute"],
+        [],
+    )
+    # A rename with the same content is not a removal.
+    (folder / "cap-outpatient.md").rename(folder / "cap-outpatient-renamed.md")
+    (folder / HYPERK).unlink()
+
+    handle = await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)
+    after = await handle.result()
+    assert after.documents_retired == ["hyperkalemia-acute"]
+    assert "hyperkalemia-acute" not in await search_ids(pool, t, "insulin dose for hyperkalaemia")
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM kb_chunks WHERE tenant_id = $1 AND document_id = $2",
+            t,
+            "hyperkalemia-acute",
+        )
+        == 0
+    )
+    remaining = {d.document_id for d in await store.stored_documents(pool, t)}
+    assert remaining == {e[0] for e in EXPECTED.values()} - {"hyperkalemia-acute"}  # the renamed one stays
+    retired = await pool.fetchrow("SELECT * FROM kb_retired_documents WHERE tenant_id = $1", t)
+    assert (retired["document_id"], retired["version"], retired["source_file"]) == (
+        "hyperkalemia-acute",
+        "2",
+        HYPERK,
+    )
+    assert retired["reason"] == "source file removed" and retired["chunk_count"] > 0
+    assert await pool.fetchval("SELECT invalidated_at IS NOT NULL FROM kb_answer_cache WHERE id = $1", entry)
+    assert after.cache_entries_invalidated == 1
+    if os.environ.get("CAREFLOW_RECORD_HISTORIES") == "1":
+        written = await export_history(client, handle.id, HISTORIES)
+        written.replace(HISTORIES / "KnowledgeBaseRefreshWorkflow-retired.json")
+
+    # The source comes back: it is ingested again like any new document.
+    build_folder(folder)
+    (folder / "cap-outpatient.md").unlink()
+    back = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    assert back.documents_inserted == 1 and back.documents_retired == []
+    assert "hyperkalemia-acute" in await search_ids(pool, t, "insulin dose for hyperkalaemia")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_emptied_folder_retires_nothing(
+    client: Client, pool: asyncpg.Pool, folder: Path, task_queue: str
+) -> None:
+    t = tenant()
+    await run_with_progress(client, t, folder, task_queue)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.unlink()
+    result = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    assert result.documents_total == 0 and result.documents_retired == []
+    assert len(await store.stored_documents(pool, t)) == len(EXPECTED)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_documents_embedded_by_another_model_are_embedded_again(
+    client: Client, pool: asyncpg.Pool, folder: Path, task_queue: str
+) -> None:
+    t = tenant()
+    await run_with_progress(client, t, folder, task_queue)
+    await pool.execute(
+        "UPDATE kb_documents SET embedding_model = 'an-older-model'"
+        " WHERE tenant_id = $1 AND document_id = $2",
+        t,
+        "formulary-vancomycin",
+    )
+    again = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    assert (again.documents_inserted, again.documents_replaced) == (0, 1)
+    # none of the old model's vectors is reused: every chunk of the document is embedded again
+    stored = {d.document_id: d for d in await store.stored_documents(pool, t)}
+    assert stored["formulary-vancomycin"].current
+    assert again.chunks_written == stored["formulary-vancomycin"].chunk_count > 0
 
 
 @pytest.mark.usefixtures("worker")

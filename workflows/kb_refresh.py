@@ -1,7 +1,8 @@
 """KnowledgeBaseRefreshWorkflow: ingest one tenant's source folder into the knowledge base.
 
 plan (which sources changed, by hash) -> ingest the changed ones in batches, one activity per batch
--> publish `document.updated` for the documents written (semantic-cache invalidation).  Re-running on
+-> retire the documents whose source left the folder -> publish `document.updated` for the documents
+written (semantic-cache invalidation).  Re-running on
 unchanged sources plans nothing to ingest.  Progress is the `progress` query; the CLI's progress bar
 polls it.  Started by `careflow kb ingest` (id `kb-refresh-<tenant>-<folder hash>`) and nightly by
 the schedule `kb-refresh-<tenant>`.
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         KbProgress,
         KbPublishInput,
         KbRefreshInput,
+        KbRetireInput,
     )
 
 WORKFLOW_ID_PREFIX = "kb-refresh-"
@@ -49,6 +51,7 @@ class KnowledgeBaseRefreshWorkflow:
         p.chunks_unchanged = plan.chunks_unchanged
         p.stage = "ingesting"
         written: list[str] = []
+        seen: list[str] = []  # every document id this run read, written or refused
         for start in range(0, len(plan.changed), inp.batch_size):
             batch = await workflow.execute_activity_method(
                 KbActivities.ingest_batch,
@@ -73,6 +76,17 @@ class KnowledgeBaseRefreshWorkflow:
                 if doc.status in ("inserted", "replaced") and doc.document_id:
                     written.append(doc.document_id)
             p.rejected += batch.rejected
+            seen += [d.document_id for d in batch.documents if d.document_id]
+        if workflow.patched("kb-retire-missing"):  # runs recorded before it retired nothing
+            p.stage = "retiring"
+            retired = await workflow.execute_activity_method(
+                KbActivities.retire_missing,
+                KbRetireInput(tenant_id=inp.tenant_id, source=inp.source, ingested_document_ids=seen),
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RETRY,
+            )
+            p.documents_retired = retired.retired
+            p.cache_entries_invalidated += retired.cache_invalidated
         if written:
             p.stage = "publishing"
             published = await workflow.execute_activity_method(

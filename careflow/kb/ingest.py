@@ -5,6 +5,8 @@ plan:   list the folder's sources with their sha256; a source whose hash is alre
 ingest: per document extract -> chunk -> validate, then one embedding pass for the whole batch
         (embeddings of unchanged chunk texts are reused from the store), then one transaction per
         document (insert, swap, or nothing when the stored hash matches: safe to retry).
+retire: documents whose source left the folder leave the store, with the cache entries citing them.
+A document embedded by another model than this process's counts as changed and is embedded again.
 """
 
 from __future__ import annotations
@@ -76,7 +78,10 @@ def discover(folder: Path) -> list[SourceFile]:
 
 async def plan(pool: asyncpg.Pool, tenant_id: str, folder: Path) -> Plan:
     sources = await asyncio.to_thread(discover, folder)
-    stored = {d.content_hash: d.chunk_count for d in await store.stored_documents(pool, tenant_id)}
+    # A source embedded by another model is re-embedded: its stored vectors are not comparable.
+    stored = {
+        d.content_hash: d.chunk_count for d in await store.stored_documents(pool, tenant_id) if d.current
+    }
     changed = [s for s in sources if s.content_hash not in stored]
     unchanged = [s for s in sources if s.content_hash in stored]
     return Plan(sources, changed, unchanged, sum(stored[s.content_hash] for s in unchanged))
@@ -105,7 +110,12 @@ def _prepare(folder: Path, name: str, tenant_id: str) -> _Prepared:
     return _Prepared(result, doc, report.accepted)
 
 
-def _record(doc: ExtractedDocument, tenant_id: str) -> store.DocumentRecord:
+def source_root(folder: Path) -> str:
+    """How the store names a source folder: its absolute path."""
+    return str(folder.resolve())
+
+
+def _record(doc: ExtractedDocument, tenant_id: str, folder: Path) -> store.DocumentRecord:
     h = doc.header
     return store.DocumentRecord(
         tenant_id=tenant_id,
@@ -117,6 +127,7 @@ def _record(doc: ExtractedDocument, tenant_id: str) -> store.DocumentRecord:
         version=h.version,
         content_hash=doc.content_hash,
         source_file=doc.source,
+        source_root=source_root(folder),
     )
 
 
@@ -141,7 +152,7 @@ async def ingest_files(
     for p in prepared:
         if p.doc is None or (s := stored.get(p.doc.header.document_id)) is None:
             continue
-        if s.content_hash == p.doc.content_hash:
+        if s.content_hash == p.doc.content_hash and s.current:
             p.result.status, p.result.chunks_unchanged = "unchanged", s.chunk_count
             p.doc = None
         elif s.source_file != p.result.source_file and (folder / s.source_file).is_file():
@@ -166,7 +177,7 @@ async def ingest_files(
         if p.doc is not None:
             outcome = await store.upsert_document(
                 pool,
-                _record(p.doc, tenant_id),
+                _record(p.doc, tenant_id, folder),
                 p.chunks,
                 [vectors[c.content_hash] for c in p.chunks],
                 on_replace=functools.partial(
@@ -197,3 +208,22 @@ def _reject_duplicate_ids(prepared: list[_Prepared]) -> None:
         if first != p.result.source_file:
             p.result.error = f"duplicate Document-Id (also in {first})"
             p.result.status, p.doc, p.chunks = "rejected", None, []
+
+
+async def retire_missing(
+    pool: asyncpg.Pool, tenant_id: str, folder: Path, ingested_document_ids: Sequence[str]
+) -> tuple[list[store.RetiredDocument], int]:
+    """Retire the documents whose source left the folder (see store.retire_missing).  A folder with
+    no sources at all retires nothing: an empty or unmounted folder must not empty the knowledge base."""
+    sources = await asyncio.to_thread(discover, folder)
+    if not sources:
+        return [], 0
+    return await store.retire_missing(
+        pool,
+        tenant_id,
+        source_root(folder),
+        [s.name for s in sources],
+        [s.content_hash for s in sources],
+        ingested_document_ids,
+        on_retire=lambda conn, ids: cache.invalidate_documents(conn, tenant_id, ids),
+    )

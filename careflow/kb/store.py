@@ -51,12 +51,27 @@ class DocumentRecord:
     version: str
     content_hash: str  # sha256 of the source file
     source_file: str
+    source_root: str | None = None  # the folder ingested (absolute): where retire_missing looks
 
 
 @dataclass(frozen=True)
 class StoredDocument:
     document_id: str
     content_hash: str
+    source_file: str
+    chunk_count: int
+    embedding_model: str
+
+    @property
+    def current(self) -> bool:
+        """Embedded by this process's model: vectors from another model are not comparable."""
+        return self.embedding_model == MODEL_NAME
+
+
+@dataclass(frozen=True)
+class RetiredDocument:
+    document_id: str
+    version: str
     source_file: str
     chunk_count: int
 
@@ -87,13 +102,14 @@ async def _scope(conn: asyncpg.Connection, tenant_id: str, *, search: bool = Fal
 # -- writes ---------------------------------------------------------------------------------------
 _UPSERT_DOCUMENT = """
 INSERT INTO kb_documents (tenant_id, document_id, title, source_organization, effective_date, doc_type,
-                          version, content_hash, source_file, chunk_count, embedding_model)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                          version, content_hash, source_file, chunk_count, embedding_model, source_root)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (tenant_id, document_id) DO UPDATE SET
     title = EXCLUDED.title, source_organization = EXCLUDED.source_organization,
     effective_date = EXCLUDED.effective_date, doc_type = EXCLUDED.doc_type, version = EXCLUDED.version,
     content_hash = EXCLUDED.content_hash, source_file = EXCLUDED.source_file,
-    chunk_count = EXCLUDED.chunk_count, embedding_model = EXCLUDED.embedding_model, updated_at = now()
+    chunk_count = EXCLUDED.chunk_count, embedding_model = EXCLUDED.embedding_model,
+    source_root = coalesce(EXCLUDED.source_root, kb_documents.source_root), updated_at = now()
 """
 _INSERT_CHUNK = """
 INSERT INTO kb_chunks (tenant_id, chunk_id, document_id, ordinal, section, section_number, document_title,
@@ -123,12 +139,14 @@ async def upsert_document(
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"kb:{doc.tenant_id}:{doc.document_id}"
         )
-        current = await conn.fetchval(
-            "SELECT content_hash FROM kb_documents WHERE tenant_id = $1 AND document_id = $2",
+        stored = await conn.fetchrow(
+            "SELECT content_hash, embedding_model FROM kb_documents"
+            " WHERE tenant_id = $1 AND document_id = $2",
             doc.tenant_id,
             doc.document_id,
         )
-        if current == doc.content_hash:
+        current = stored["content_hash"] if stored else None
+        if current == doc.content_hash and stored["embedding_model"] == MODEL_NAME:
             return UpsertResult(doc.document_id, "unchanged", 0, 0)
         invalidated = await on_replace(conn) if on_replace is not None and current is not None else 0
         status = await conn.execute(
@@ -148,6 +166,7 @@ async def upsert_document(
             doc.source_file,
             len(chunks),
             MODEL_NAME,
+            doc.source_root,
         )
         await conn.executemany(
             _INSERT_CHUNK,
@@ -183,13 +202,16 @@ async def stored_documents(
     async with pool.acquire() as conn, conn.transaction():
         await _scope(conn, tenant_id)
         rows = await conn.fetch(
-            "SELECT document_id, content_hash, source_file, chunk_count FROM kb_documents"
+            "SELECT document_id, content_hash, source_file, chunk_count, embedding_model FROM kb_documents"
             " WHERE tenant_id = $1 AND ($2::text[] IS NULL OR document_id = ANY($2::text[]))",
             tenant_id,
             list(document_ids) if document_ids is not None else None,
         )
     return [
-        StoredDocument(r["document_id"], r["content_hash"], r["source_file"], r["chunk_count"]) for r in rows
+        StoredDocument(
+            r["document_id"], r["content_hash"], r["source_file"], r["chunk_count"], r["embedding_model"]
+        )
+        for r in rows
     ]
 
 
@@ -202,12 +224,80 @@ async def stored_embeddings(
     async with pool.acquire() as conn, conn.transaction():
         await _scope(conn, tenant_id)
         rows = await conn.fetch(
-            "SELECT DISTINCT ON (content_hash) content_hash, embedding FROM kb_chunks"
-            " WHERE tenant_id = $1 AND content_hash = ANY($2::text[])",
+            "SELECT DISTINCT ON (c.content_hash) c.content_hash, c.embedding FROM kb_chunks c"
+            " JOIN kb_documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id"
+            " WHERE c.tenant_id = $1 AND c.content_hash = ANY($2::text[]) AND d.embedding_model = $3",
             tenant_id,
             list(content_hashes),
+            MODEL_NAME,
         )
     return {r["content_hash"]: r["embedding"].to_list() for r in rows}
+
+
+async def retire_missing(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    source_root: str,
+    present_files: Sequence[str],
+    present_hashes: Sequence[str],
+    keep_document_ids: Sequence[str] = (),
+    on_retire: Callable[[asyncpg.Connection, list[str]], Awaitable[int]] | None = None,
+) -> tuple[list[RetiredDocument], int]:
+    """Retire the folder's documents whose source is gone: neither their file name nor their content
+    is in the folder any more, and this refresh did not ingest them.  One transaction: the documents
+    and their chunks leave the store, a row per document goes to kb_retired_documents, and
+    `on_retire(conn, ids)` (the semantic cache) runs.  Documents of this tenant without a folder
+    (ingested before migration 0013) that are present here are adopted first.  Returns the retired
+    documents and what `on_retire` returned."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _scope(conn, tenant_id)
+        await conn.execute(
+            "UPDATE kb_documents SET source_root = $2 WHERE tenant_id = $1 AND source_root IS NULL"
+            " AND (content_hash = ANY($3::text[]) OR source_file = ANY($4::text[]))",
+            tenant_id,
+            source_root,
+            list(present_hashes),
+            list(present_files),
+        )
+        rows = await conn.fetch(
+            """DELETE FROM kb_documents
+                WHERE tenant_id = $1 AND source_root = $2
+                  AND NOT (source_file = ANY($3::text[]) OR content_hash = ANY($4::text[])
+                           OR document_id = ANY($5::text[]))
+            RETURNING document_id, version, title, doc_type, source_file, content_hash, chunk_count""",
+            tenant_id,
+            source_root,
+            list(present_files),
+            list(present_hashes),
+            list(keep_document_ids),
+        )
+        if not rows:
+            return [], 0
+        await conn.executemany(
+            """INSERT INTO kb_retired_documents (tenant_id, document_id, version, title, doc_type,
+                   source_root, source_file, content_hash, chunk_count, reason)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'source file removed')""",
+            [
+                (
+                    tenant_id,
+                    r["document_id"],
+                    r["version"],
+                    r["title"],
+                    r["doc_type"],
+                    source_root,
+                    r["source_file"],
+                    r["content_hash"],
+                    r["chunk_count"],
+                )
+                for r in rows
+            ],
+        )
+        ids = [r["document_id"] for r in rows]
+        followed = await on_retire(conn, ids) if on_retire is not None else 0
+    retired = [
+        RetiredDocument(r["document_id"], r["version"], r["source_file"], r["chunk_count"]) for r in rows
+    ]
+    return retired, followed
 
 
 @dataclass(frozen=True)

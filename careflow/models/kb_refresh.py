@@ -51,6 +51,17 @@ class KbBatchResult(BaseModel):
     rejected: list[KbRejection] = Field(default_factory=list)
 
 
+class KbRetireInput(BaseModel):
+    tenant_id: str
+    source: str
+    ingested_document_ids: list[str] = Field(default_factory=list)  # written or refused this run: kept
+
+
+class KbRetireResult(BaseModel):
+    retired: list[str] = Field(default_factory=list)  # document ids
+    cache_invalidated: int = 0
+
+
 class KbPublishInput(BaseModel):
     tenant_id: str
     document_ids: list[str]
@@ -63,12 +74,13 @@ class KbPublishResult(BaseModel):
 class KbProgress(BaseModel):
     """The `progress` query, and the workflow's result once stage is `done`."""
 
-    stage: str = "planning"  # planning | ingesting | publishing | done
+    stage: str = "planning"  # planning | ingesting | retiring | publishing | done
     documents_total: int = 0
     documents_done: int = 0
     chunks_written: int = 0
     chunks_unchanged: int = 0
     documents_inserted: int = 0
     documents_replaced: int = 0
+    documents_retired: list[str] = Field(default_factory=list)  # their source left the folder
     rejected: list[KbRejection] = Field(default_factory=list)
     cache_entries_invalidated: int = 0  # retired with the swaps, plus by the document.updated event
