@@ -3,7 +3,8 @@
 Authentication and rate limiting are the AI gateway's (starters/api_gateway.py): a team token as
 `x-api-key` or `Authorization: Bearer`; every query is admitted into the team's token window (cache hits
 included, which never reach a model), and a cache miss bills its LLM call to the team.  Errors use the
-gateway's error JSON: 400 bad request, 401 bad token, 404 no knowledge-base source answers the question
+gateway's error JSON: 400 bad request, 401 bad token, 403 a tenant the team may not query (`careflow teams
+set TEAM --kb-tenants ...`), 404 no knowledge-base source answers the question
 (no citations, never an uncited answer), 503 the model failed and no cached answer agrees.
 """
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from careflow.kb.rag import MAX_QUESTION_CHARS, AnswerUnavailable, NoEvidence, RagService
 from careflow.llm.errors import GatewayError
-from careflow.llm.teams import TeamStore
+from careflow.llm.teams import TENANT_PATTERN, Team, TeamStore
 from careflow.validation import error_fields
 from starters.api_gateway import error_response, gateway_of, refusal_response, team_of
 
@@ -28,7 +29,7 @@ class RagQueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-    tenant_id: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    tenant_id: str | None = Field(None, pattern=TENANT_PATTERN)  # None: the team's only tenant
     patient_context: bool = False
 
 
@@ -45,6 +46,13 @@ def _query_tokens(question: str) -> int:
     return math.ceil(len(question) / 4) + 1  # the rate window's cost of a query, hit or miss
 
 
+def _tenant_of(team: Team, asked: str | None) -> str | None:
+    """The tenant asked for, else the team's only one (None when it has several)."""
+    if asked is not None:
+        return asked
+    return team.kb_tenants[0] if len(team.kb_tenants) == 1 else None
+
+
 @router.post("/v1/rag/query")
 async def rag_query(request: Request) -> Response:
     gateway = gateway_of(request)
@@ -59,10 +67,23 @@ async def rag_query(request: Request) -> Response:
     service = _service(request)
     try:
         team = await TeamStore(service.pool).get(team_id)
+        tenant_id = _tenant_of(team, body.tenant_id)
+        if tenant_id is None:
+            return error_response(
+                400,
+                "invalid_request_error",
+                "invalid request: tenant_id (the team may query several tenants)",
+            )
+        if tenant_id not in team.kb_tenants:
+            return error_response(
+                403,
+                "permission_error",
+                f"team {team_id!r} may not query the knowledge base of tenant {tenant_id!r}",
+            )
         await gateway.limiter.admit(team_id, team.tokens_per_minute, _query_tokens(body.question))
         result = await service.answer(
             body.question,
-            body.tenant_id,
+            tenant_id,
             patient_context=body.patient_context,
             team_id=team_id,
             actor=f"team:{team_id}",

@@ -67,7 +67,7 @@ def _usd(value: str | None) -> Decimal | None:
 
 
 def _show(teams: list[Team]) -> None:
-    table = Table("team", "name", "tiers", "budget/month (USD)", "tokens/min", "PHI")
+    table = Table("team", "name", "tiers", "budget/month (USD)", "tokens/min", "PHI", "KB tenants")
     for t in teams:
         table.add_row(
             t.team_id,
@@ -76,6 +76,7 @@ def _show(teams: list[Team]) -> None:
             f"{t.monthly_budget_usd:,.2f}",
             f"{t.tokens_per_minute:,}",
             "yes" if t.phi_permitted else "no",
+            ",".join(t.kb_tenants) or "-",
         )
     console.print(table)
 
@@ -85,6 +86,14 @@ BudgetOpt = Annotated[str | None, typer.Option("--budget", help="Monthly budget 
 TpmOpt = Annotated[int | None, typer.Option("--tpm", help="Token rate limit per minute.")]
 PhiOpt = Annotated[bool | None, typer.Option("--phi/--no-phi", help="May the team send PHI?")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Display name.")]
+KbTenantsOpt = Annotated[
+    str | None,
+    typer.Option("--kb-tenants", help="Tenants whose knowledge base the team may query, e.g. default,east."),
+]
+
+
+def _tenants(value: str | None) -> list[str] | None:
+    return None if value is None else [t.strip() for t in value.split(",") if t.strip()]
 
 
 @teams_app.command("create")
@@ -95,6 +104,7 @@ def teams_create(
     tiers: TiersOpt = "standard,efficient",
     phi: Annotated[bool, typer.Option("--phi/--no-phi", help="May the team send PHI?")] = False,
     name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
+    kb_tenants: KbTenantsOpt = "default",
 ) -> None:
     """Create a team."""
     try:
@@ -105,6 +115,7 @@ def teams_create(
             monthly_budget_usd=_usd(budget) or Decimal(0),
             tokens_per_minute=tpm,
             phi_permitted=phi,
+            kb_tenants=_tenants(kb_tenants) or [],
         )
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
@@ -125,14 +136,16 @@ def teams_set(
     tiers: TiersOpt = None,
     phi: PhiOpt = None,
     name: NameOpt = None,
+    kb_tenants: KbTenantsOpt = None,
 ) -> None:
-    """Change a team's budget, rate limit, tiers, PHI permission or name."""
+    """Change a team's budget, rate limit, tiers, PHI permission, knowledge-base tenants or name."""
     changes = {
         "display_name": name,
         "allowed_tiers": _tiers(tiers),
         "monthly_budget_usd": _usd(budget),
         "tokens_per_minute": tpm,
         "phi_permitted": phi,
+        "kb_tenants": _tenants(kb_tenants),
     }
 
     async def work(pool: asyncpg.Pool) -> Team:

@@ -223,9 +223,21 @@ async def test_metrics_and_cost_report(api: Api, tmp_path: Path) -> None:
 async def test_cli_creates_a_team_and_its_token_authenticates(api: Api) -> None:
     team_id = f"cli-{uuid.uuid4().hex[:8]}"
     cli("teams", "create", team_id, "--budget", "25", "--tpm", "5000", "--tiers", "efficient", "--phi")
-    cli("teams", "set", team_id, "--tiers", "standard,efficient", "--budget", "30")
+    cli(
+        "teams",
+        "set",
+        team_id,
+        "--tiers",
+        "standard,efficient",
+        "--budget",
+        "30",
+        "--kb-tenants",
+        "east,west",
+    )
     listing = cli("teams", "list")
     assert team_id in listing and "30.00" in listing
+    team = await TeamStore(api.pool).get(team_id)
+    assert team.kb_tenants == ["east", "west"] and team.monthly_budget_usd == 30
     token = cli("teams", "token", team_id).strip()
     assert jwt.decode(token, options={"verify_signature": False})["team_id"] == team_id
     msg = await api.client(token).messages.create(model="standard", max_tokens=16, messages=HELLO)  # type: ignore[arg-type]

@@ -208,10 +208,17 @@ class Api:
     url: str
     pool: asyncpg.Pool
 
-    async def token(self, tpm: int = 200_000) -> str:
+    tenant_id: str
+
+    async def token(self, tpm: int = 200_000, kb_tenants: list[str] | None = None) -> str:
         team_id = f"rag-{uuid.uuid4().hex[:8]}"
         await TeamStore(self.pool).create(
-            Team(team_id=team_id, monthly_budget_usd=Decimal(100), tokens_per_minute=tpm)
+            Team(
+                team_id=team_id,
+                monthly_budget_usd=Decimal(100),
+                tokens_per_minute=tpm,
+                kb_tenants=[self.tenant_id] if kb_tenants is None else kb_tenants,
+            )
         )
         return sign_team_token(GatewayConfig().signing_secret(Settings()), team_id, ttl_days=1)
 
@@ -231,7 +238,7 @@ async def api(kb: StarterKb) -> AsyncIterator[Api]:
     while not server.started:
         await asyncio.sleep(0.01)
     try:
-        yield Api(f"http://127.0.0.1:{sock.getsockname()[1]}", kb.pool)
+        yield Api(f"http://127.0.0.1:{sock.getsockname()[1]}", kb.pool, kb.tenant_id)
     finally:
         server.should_exit = True
         await task
@@ -251,11 +258,24 @@ async def test_api_answers_with_citations_then_from_the_cache(api: Api, kb: Star
 
 
 async def test_api_cross_tenant_returns_no_citations(api: Api, kb: StarterKb) -> None:
-    token = await api.token()
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    token = await api.token(kb_tenants=[kb.tenant_id, other])
     await api.query(token, {"question": CAP, "tenant_id": kb.tenant_id})  # cached for the KB's tenant
-    r = await api.query(token, {"question": CAP, "tenant_id": f"other-{uuid.uuid4().hex[:6]}"})
+    r = await api.query(token, {"question": CAP, "tenant_id": other})
     assert r.status_code == 404
     assert r.json()["error"]["type"] == "not_found_error" and "citations" not in r.json()
+
+
+async def test_api_refuses_a_tenant_the_team_may_not_query(api: Api, kb: StarterKb) -> None:
+    outsider = await api.token(kb_tenants=["default"])
+    r = await api.query(outsider, {"question": CAP, "tenant_id": kb.tenant_id})
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert kb.tenant_id in r.json()["error"]["message"] and "citations" not in r.json()
+    # without tenant_id a team with one tenant queries that one; with several it must name one
+    own = await api.query(await api.token(), {"question": CAP})
+    assert own.status_code == 200 and own.json()["citations"]
+    several = await api.query(await api.token(kb_tenants=[kb.tenant_id, "default"]), {"question": CAP})
+    assert several.status_code == 400 and "tenant_id" in several.json()["error"]["message"]
 
 
 async def test_api_uses_the_gateway_auth_and_rate_limit(api: Api, kb: StarterKb) -> None:

@@ -62,7 +62,8 @@ class Spend:
 
 _SNAPSHOT = """
 SELECT t.team_id, t.display_name, t.allowed_tiers, t.monthly_budget_usd, t.tokens_per_minute,
-       t.phi_permitted, coalesce(l.spent_usd, 0) AS spent_usd, coalesce(l.reserved_usd, 0) AS reserved_usd,
+       t.phi_permitted, t.kb_tenants,
+       coalesce(l.spent_usd, 0) AS spent_usd, coalesce(l.reserved_usd, 0) AS reserved_usd,
        -- Rides along to save the gateway a round trip: providers whose breaker is not plainly closed.
        ARRAY(SELECT b.provider FROM llm_breakers b
               WHERE b.state <> 'closed' OR cardinality(b.failures) > 0) AS breaker_watch

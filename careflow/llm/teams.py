@@ -1,13 +1,15 @@
-"""Teams of the gateway: allowed tiers, monthly budget, token rate limit and PHI permission."""
+"""Teams of the gateway: allowed tiers, monthly budget, token rate limit, PHI permission and the tenants
+whose knowledge base the team may query."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from typing import Annotated
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from careflow.llm.errors import UnknownTeam
 from careflow.llm.types import Tier
@@ -26,6 +28,9 @@ async def connection(
         yield acquired
 
 
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
 class Team(BaseModel):
     team_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     display_name: str = ""
@@ -33,6 +38,9 @@ class Team(BaseModel):
     monthly_budget_usd: Decimal = Field(ge=0)
     tokens_per_minute: int = Field(gt=0)
     phi_permitted: bool = False
+    kb_tenants: list[Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]] = Field(
+        default_factory=lambda: ["default"]
+    )
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Team:
@@ -43,6 +51,7 @@ class Team(BaseModel):
             monthly_budget_usd=row["monthly_budget_usd"],
             tokens_per_minute=row["tokens_per_minute"],
             phi_permitted=row["phi_permitted"],
+            kb_tenants=list(row["kb_tenants"]),
         )
 
 
@@ -54,8 +63,8 @@ class TeamStore:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 """INSERT INTO teams (team_id, display_name, allowed_tiers, monthly_budget_usd,
-                                       tokens_per_minute, phi_permitted)
-                    VALUES ($1, $2, $3, $4, $5, $6)
+                                       tokens_per_minute, phi_permitted, kb_tenants)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                     ON CONFLICT (team_id) DO NOTHING RETURNING *""",
                 team.team_id,
                 team.display_name,
@@ -63,6 +72,7 @@ class TeamStore:
                 team.monthly_budget_usd,
                 team.tokens_per_minute,
                 team.phi_permitted,
+                team.kb_tenants,
             )
         if row is None:
             raise ValueError(f"team {team.team_id!r} already exists")
@@ -89,6 +99,7 @@ class TeamStore:
         monthly_budget_usd: Decimal | None = None,
         tokens_per_minute: int | None = None,
         phi_permitted: bool | None = None,
+        kb_tenants: list[str] | None = None,
     ) -> Team:
         current = await self.get(team_id)
         changed = current.model_copy(
@@ -100,6 +111,7 @@ class TeamStore:
                     "monthly_budget_usd": monthly_budget_usd,
                     "tokens_per_minute": tokens_per_minute,
                     "phi_permitted": phi_permitted,
+                    "kb_tenants": kb_tenants,
                 }.items()
                 if v is not None
             }
@@ -108,7 +120,7 @@ class TeamStore:
         async with self._pool.acquire() as conn:
             await conn.execute(
                 """UPDATE teams SET display_name = $2, allowed_tiers = $3, monthly_budget_usd = $4,
-                          tokens_per_minute = $5, phi_permitted = $6, updated_at = now()
+                          tokens_per_minute = $5, phi_permitted = $6, kb_tenants = $7, updated_at = now()
                     WHERE team_id = $1""",
                 team.team_id,
                 team.display_name,
@@ -116,5 +128,6 @@ class TeamStore:
                 team.monthly_budget_usd,
                 team.tokens_per_minute,
                 team.phi_permitted,
+                team.kb_tenants,
             )
         return team
