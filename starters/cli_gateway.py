@@ -14,6 +14,7 @@ import asyncpg
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from careflow.config import Settings
@@ -71,7 +72,7 @@ def _show(teams: list[Team]) -> None:
     for t in teams:
         table.add_row(
             t.team_id,
-            t.display_name,
+            escape(t.display_name),
             ",".join(x.value for x in t.allowed_tiers),
             f"{t.monthly_budget_usd:,.2f}",
             f"{t.tokens_per_minute:,}",

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import (
@@ -148,9 +149,9 @@ def print_summary(p: KbProgress) -> None:
     console.print(table)
     for r in p.rejected:
         what = r.chunk_id or r.document_id or r.file
-        console.print(f"  [yellow]rejected[/] {r.file}: {what}: {r.reason}")
+        console.print(f"  [yellow]rejected[/] {escape(f'{r.file}: {what}: {r.reason}')}")
     for document_id in p.documents_retired:
-        console.print(f"  [cyan]retired[/] {document_id}: its source file left the folder")
+        console.print(f"  [cyan]retired[/] {escape(document_id)}: its source file left the folder")
 
 
 @kb_app.command("ingest")

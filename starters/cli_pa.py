@@ -23,6 +23,7 @@ from typing import Annotated, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import Client
@@ -228,7 +229,9 @@ def status_table(rows: Sequence[tuple[str, str, PriorAuthStatus]], settings: Set
     table = Table("order", "item", "stage", "criteria met", "payer outcome", "workflow id")
     for wid, item, st in rows:
         met = sum(1 for c in st.criteria if c.status == "met")
-        table.add_row(st.order_id, item, st.stage.value, f"{met}/{len(st.criteria)}", payer_cell(st), wid)
+        table.add_row(
+            st.order_id, escape(item), st.stage.value, f"{met}/{len(st.criteria)}", payer_cell(st), wid
+        )
     return table
 
 
@@ -368,11 +371,13 @@ def status_cmd(workflow: Annotated[str, typer.Argument(help="Workflow id or orde
         ("payer outcome", payer_cell(st)),
         ("decision", st.decision and f"{st.decision.action} by {st.decision.reviewer_ref}"),
     ):
-        console.print(f"  {label:15s}: {value or '-'}")
+        console.print(f"  {label:15s}: {escape(str(value or '-'))}")
+    # Square brackets in the text are not Rich markup: "[met]" must print, not style.
+    colours = {"met": "green", "not_met": "red", "unknown": "yellow"}
     for c in st.criteria:
-        console.print(f"  criterion [{c.status}] {c.criterion}")
+        console.print(f"  criterion [{colours.get(c.status, 'white')}]{c.status:8s}[/] {escape(c.criterion)}")
     for m in st.missing_information:
-        console.print(f"  missing: {m}")
+        console.print(f"  missing: {escape(m)}")
     console.print(f"  Web UI         : {ui_link(settings, wid)}")
 
 
@@ -389,7 +394,7 @@ def _review_cmd(
     try:
         outcome = asyncio.run(go())
     except ReviewRefused as exc:
-        console.print(f"[red]refused[/red]: {exc.reason} (the attempt is in the audit trail)")
+        console.print(f"[red]refused[/red]: {escape(exc.reason)} (the attempt is in the audit trail)")
         raise typer.Exit(1) from None
     console.print(f"{wid}: {outcome.action} accepted; stage {outcome.stage}")
 

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from careflow.config import Settings
@@ -52,21 +53,21 @@ def ask(
     try:
         response = asyncio.run(_with_service(settings, KbSettings(), run))
     except (RagError, ValueError) as exc:
-        console.print(f"[red]no answer[/red]: {exc}")
+        console.print(f"[red]no answer[/red]: {escape(str(exc))}")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(response.model_dump(mode="json"), indent=2))
         return
-    console.print(response.answer)
+    console.print(response.answer, markup=False)  # its inline citations are "[kb:...]", not markup
     table = Table("document", "section", "effective", "organization")
     for c in response.citations:
-        table.add_row(c.document_title, c.section, c.effective_date, c.source_organization)
+        table.add_row(*map(escape, (c.document_title, c.section, c.effective_date, c.source_organization)))
     console.print(table)
     origin = "live"
     if response.cached:
         origin = f"cached at {response.cached_at:%Y-%m-%d %H:%M UTC}" if response.cached_at else "cached"
         origin += " (stale: the model was unavailable)" if response.stale else ""
-    console.print(f"[dim]{response.disclaimer}[/dim]")
+    console.print(response.disclaimer, style="dim", markup=False)
     console.print(f"{origin}; {response.latency_ms:.0f} ms; request {response.request_id}")
 
 

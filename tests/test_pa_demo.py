@@ -28,7 +28,7 @@ from careflow.db.pool import create_pool
 from careflow.kb.ingest import discover
 from careflow.payer.pas import CLAIM_ID_SYSTEM, claim_identifier
 from starters.api import create_app
-from starters.cli_pa import list_prior_auths, review, submit_all, synthetic_orders
+from starters.cli_pa import list_prior_auths, review, status_of, submit_all, synthetic_orders
 from starters.cli_seed import _load
 from starters.demo_prior_auth import STARTER_KB, DemoResult, run_demo
 from starters.pa_orders import workflow_id
@@ -175,6 +175,9 @@ async def test_demo_reviews_three_drafts_and_is_idempotent(stack: Stack) -> None
     await wait_until(lambda: _listed(s.client, stages), timeout=30, what="the demo's workflows listed")
     out = await cli("pa", "status", approved[0])
     assert stages[approved[0]] in out and "payer outcome" in out and "DocumentReference/" in out
+    status = await status_of(s.client, approved[0])
+    for c in status.criteria:  # each verdict is printed (it once vanished as Rich markup)
+        assert f"criterion {c.status:8s} {c.criterion[:40]}" in out
     assert waiting[0] in await cli("pa", "list")
     assert "already exists (attached)" in await cli("pa", "submit", "--order", orders[0])
     refused = await cli("pa", "approve", waiting[0], "--reviewer", "Practitioner/nobody", exit_code=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -306,5 +307,9 @@ async def test_careflow_ask_prints_the_answer_with_citations(kb: StarterKb) -> N
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(proc.stdout)
     assert data["citations"] and data["disclaimer"] == CLINICAL_DISCLAIMER and data["cached"] is False
+    # The human-readable answer keeps its inline citation markers (Rich once took "[kb:...]" for markup).
+    shown = await asyncio.to_thread(careflow, "ask", CAP, "--tenant", kb.tenant_id)
+    markers = re.findall(r"\[[^\]]+\]", data["answer"])
+    assert markers and all(m in shown.stdout for m in markers), shown.stdout[:2000]
     nothing = await asyncio.to_thread(careflow, "ask", CAP, "--tenant", f"none-{uuid.uuid4().hex[:6]}")
     assert nothing.returncode == 1 and "no answer" in nothing.stdout
