@@ -15,6 +15,7 @@ demo and the bench use too.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.fhir import codes
 from careflow.fhir.synthetic import generate_ehr
-from careflow.models.prior_auth import PriorAuthStatus, ReviewActionName, ReviewOutcome, ReviewRequest
+from careflow.models.prior_auth import PriorAuthStatus, ReviewActionName, ReviewOutcome, ReviewRequest, Stage
 from careflow.security.temporal import connect
 from starters.cli_common import cli_settings
 from starters.pa_orders import PIPELINE, Priority, Started, start_prior_auth, workflow_id
@@ -48,6 +49,7 @@ console = Console()
 # Stages in which the workflow is still working on a draft; any other stage means a draft is ready
 # (or the workflow has ended without one, e.g. order_not_found).
 DRAFTING_STAGES = frozenset({"received", "extracting", "retrieving", "drafting", "regenerating"})
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]+")  # safe to quote in a visibility query
 
 
 @dataclass(frozen=True)
@@ -123,31 +125,39 @@ async def submit_all(
     return list(await asyncio.gather(*(one(o) for o in order_ids)))
 
 
+async def past_drafting(client: Client, wids: Sequence[str]) -> set[str]:
+    """Which of these workflows are past drafting, by their CareflowStage search attribute: one
+    visibility query per 100 workflows, where querying each workflow would cost a worker task."""
+    done = ", ".join(f"'{s.value}'" for s in Stage if s.value not in DRAFTING_STAGES)
+    found: set[str] = set()
+    for start in range(0, len(wids), 100):
+        ids = ", ".join(f"'{w}'" for w in wids[start : start + 100])
+        async for wf in client.list_workflows(f"WorkflowId IN ({ids}) AND CareflowStage IN ({done})"):
+            found.add(wf.id)
+    return found
+
+
 async def wait_drafts(
     client: Client,
     wids: Iterable[str],
     *,
     timeout: float = 600.0,
-    concurrency: int = 16,
     on_ready: Callable[[str, PriorAuthStatus], None] | None = None,
 ) -> dict[str, PriorAuthStatus]:
-    """Query each workflow's `status` until it is past drafting; returns the statuses."""
+    """Wait until every workflow is past drafting (visibility), then read its `status` once."""
     waiting = list(dict.fromkeys(wids))
+    if bad := [w for w in waiting if not _PLAIN_ID.fullmatch(w)]:
+        raise ValueError(f"workflow ids a visibility query cannot name: {', '.join(bad[:3])}")
     ready: dict[str, PriorAuthStatus] = {}
-    slots = asyncio.Semaphore(concurrency)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-
-    async def check(wid: str) -> None:
-        async with slots:
-            status = await poll_status(client, wid)
-        if status is not None and status.stage.value not in DRAFTING_STAGES:
-            ready[wid] = status
-            if on_ready:
-                on_ready(wid, status)
-
     while waiting:
-        await asyncio.gather(*(check(w) for w in waiting))
+        for wid in sorted(await past_drafting(client, waiting)):
+            status = await poll_status(client, wid)
+            if status is not None:
+                ready[wid] = status
+                if on_ready:
+                    on_ready(wid, status)
         waiting = [w for w in waiting if w not in ready]
         if waiting and loop.time() > deadline:
             raise TimeoutError(
