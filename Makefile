@@ -44,7 +44,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# Needs the stack (started if it is not running; idempotent). Workers of its own, so none from dev up.
 bench: $(STAMP)
+	$(BIN)/careflow dev up --workers 0
 	$(BIN)/python -m bench.orchestration
 
 clean: down

@@ -1,6 +1,6 @@
 """Orchestration overhead of careflow's runtime against a bare temporalio worker.
 
-Needs the embedded stack (`make run`).  For each runtime (careflow, bare) and 1 and 2 worker
+Needs the embedded stack (`make bench` starts it).  For each runtime (careflow, bare) and 1 and 2 worker
 processes it measures, on the same Temporal server:
 
 - throughput: N one-activity workflows started at once, workflows/s until all complete;

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import TimeoutError as TimeoutError_
 
 from careflow import task_queues
 from careflow.models.platform import CanaryInput, CanaryOutput
@@ -22,11 +23,19 @@ async def run_canary(
     queues = list(queues or task_queues.ALL)
     # The canary runs on the first queue; it needs a worker there to run at all.
     wid = workflow_id or f"platform-canary-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-    return await client.execute_workflow(
-        PlatformCanaryWorkflow.run,
-        CanaryInput(task_queues=queues, probe_timeout_seconds=probe_timeout),
-        id=wid,
-        task_queue=queues[0],
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        execution_timeout=timedelta(seconds=probe_timeout * 3 + 30),
-    )
+    limit = timedelta(seconds=probe_timeout * 3 + 30)
+    try:
+        return await client.execute_workflow(
+            PlatformCanaryWorkflow.run,
+            CanaryInput(task_queues=queues, probe_timeout_seconds=probe_timeout),
+            id=wid,
+            task_queue=queues[0],
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            execution_timeout=limit,
+        )
+    except WorkflowFailureError as exc:  # timed out: nothing ran it (or it failed) - a report, not a crash
+        why = "no worker ran the canary" if isinstance(exc.cause, TimeoutError_) else str(exc.cause or exc)
+        return CanaryOutput(
+            healthy=False,
+            unreachable={queues[0]: f"{why} within {limit.total_seconds():.0f} s (workflow {wid})"},
+        )

@@ -56,7 +56,9 @@ def dev_up(
 
     async def go() -> None:
         await stack.up(workers)
-        if check:
+        if check and workers == 0:
+            console.print("\nplatform canary: skipped (--workers 0: no worker to run it)")
+        elif check:
             _print_canary(await _canary(settings, probe_timeout=30))
 
     asyncio.run(go())

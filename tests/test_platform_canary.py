@@ -8,6 +8,9 @@ from temporalio.worker import Worker
 from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.models.platform import CanaryInput
+from careflow.security.temporal import data_converter
+from starters.canary import run_canary
+from tests.conftest import BIN
 from workers.registry import ProcessClients, activities_for, sandbox_runner
 from workflows.platform_canary import PlatformCanaryWorkflow
 
@@ -75,3 +78,18 @@ async def test_canary_healthy_when_all_queues_answer(
     finally:
         await pool.close()
     assert out.healthy and out.unreachable == {} and [p.task_queue for p in out.probes] == [task_queue]
+
+
+async def test_a_queue_nobody_serves_is_reported_not_raised() -> None:
+    # `careflow dev up --workers 0` once ended in a traceback: the canary itself had no worker.  A
+    # server of its own: a workflow timing out unattended upsets the shared server's time skipping.
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=data_converter(Settings()), test_server_existing_path=str(BIN / "temporal-test-server")
+    )
+    try:
+        queue = f"unserved-{uuid.uuid4().hex[:8]}"
+        out = await run_canary(env.client, [queue], probe_timeout=1)
+    finally:
+        await env.shutdown()
+    assert not out.healthy and not out.probes
+    assert out.unreachable[queue].startswith("no worker ran the canary within 33 s")
