@@ -13,7 +13,6 @@ from decimal import Decimal
 import asyncpg
 
 from careflow.llm.budget import BudgetLedger, BudgetSnapshot, Reservation
-from careflow.llm.errors import RateLimited
 from careflow.llm.ratelimit import RateTicket, TokenRateLimiter
 
 _ADMIT_AND_HOLD = (
@@ -45,8 +44,6 @@ async def admit_and_hold(
     assert row is not None  # the function always returns one row
     if row["held"]:
         return RateTicket(row["event_id"], tokens), Reservation(team.team_id, snap.month, estimate_usd)
-    if row["retry_after_s"] is not None or row["used_usd"] is None:
-        raise RateLimited(
-            team.team_id, team.tokens_per_minute, tokens, float(row["retry_after_s"] or limiter.window_s)
-        )
+    if row["used_usd"] is None:  # the window refused it; the budget was not asked
+        raise limiter.refusal(team.team_id, team.tokens_per_minute, tokens, row["retry_after_s"])
     raise await ledger.blocked(snap, row["used_usd"], conn)

@@ -45,8 +45,12 @@ class TokenRateLimiter:
             )
         assert row is not None
         if row["event_id"] is None:
-            raise RateLimited(team_id, limit_tpm, tokens, float(row["retry_after_s"] or self.window_s))
+            raise self.refusal(team_id, limit_tpm, tokens, row["retry_after_s"])
         return RateTicket(row["event_id"], tokens)
+
+    def refusal(self, team_id: str, limit_tpm: int, tokens: int, retry_after_s: float | None) -> RateLimited:
+        """The refusal for a call the window cannot admit; without a retry-after, a whole window."""
+        return RateLimited(team_id, limit_tpm, tokens, float(retry_after_s or self.window_s))
 
     async def used(self, team_id: str, at: datetime | None = None) -> int:
         async with self._pool.acquire() as conn:
