@@ -15,7 +15,7 @@ import json
 import math
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import jwt
 from fastapi import APIRouter, Request
@@ -41,6 +41,7 @@ from careflow.validation import error_fields
 
 log = get_logger(__name__)
 router = APIRouter()
+Body = TypeVar("Body", bound=BaseModel)
 
 _STREAM_CHUNK_CHARS = 48
 _STOP_REASONS = {"max_tokens": "max_tokens", "length": "max_tokens", "stop_sequence": "stop_sequence"}
@@ -181,14 +182,27 @@ async def _stream(message: dict[str, Any]) -> AsyncIterator[bytes]:
     yield _sse("message_stop", {"type": "message_stop"})
 
 
-@router.post("/v1/messages")
-async def messages(request: Request) -> Response:
-    gateway = gateway_of(request)
-    team_id = team_of(request, gateway)
+async def team_and_body(request: Request, model: type[Body]) -> tuple[str, Body] | JSONResponse:
+    """The team behind the request's token and its validated JSON body, or the 401 / 400 answer
+    (naming invalid fields, never echoing their values)."""
+    team_id = team_of(request, gateway_of(request))
     if team_id is None:
         return error_response(401, "authentication_error", "invalid or missing team token")
     try:
-        body = MessagesBody.model_validate(await request.json())
+        return team_id, model.model_validate(await request.json())
+    except (ValidationError, ValueError) as exc:
+        where = error_fields(exc) if isinstance(exc, ValidationError) else "body must be JSON"
+        return error_response(400, "invalid_request_error", f"invalid request: {where}")
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    checked = await team_and_body(request, MessagesBody)
+    if isinstance(checked, JSONResponse):
+        return checked
+    team_id, body = checked
+    gateway = gateway_of(request)
+    try:
         tier = Tier(body.model)
         completion = CompletionRequest(
             system=_text(body.system),

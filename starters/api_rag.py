@@ -14,13 +14,12 @@ import math
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from careflow.kb.rag import MAX_QUESTION_CHARS, AnswerUnavailable, NoEvidence, RagService
 from careflow.llm.errors import GatewayError
 from careflow.llm.teams import TENANT_PATTERN, Team, TeamStore
-from careflow.validation import error_fields
-from starters.api_gateway import error_response, gateway_of, refusal_response, team_of
+from starters.api_gateway import error_response, gateway_of, refusal_response, team_and_body
 
 router = APIRouter()
 
@@ -55,15 +54,11 @@ def _tenant_of(team: Team, asked: str | None) -> str | None:
 
 @router.post("/v1/rag/query")
 async def rag_query(request: Request) -> Response:
+    checked = await team_and_body(request, RagQueryBody)
+    if isinstance(checked, JSONResponse):
+        return checked
+    team_id, body = checked
     gateway = gateway_of(request)
-    team_id = team_of(request, gateway)
-    if team_id is None:
-        return error_response(401, "authentication_error", "invalid or missing team token")
-    try:
-        body = RagQueryBody.model_validate(await request.json())
-    except (ValidationError, ValueError) as exc:
-        where = error_fields(exc) if isinstance(exc, ValidationError) else "body must be JSON"
-        return error_response(400, "invalid_request_error", f"invalid request: {where}")
     service = _service(request)
     try:
         team = await TeamStore(service.pool).get(team_id)

@@ -3,10 +3,8 @@ gateway, real Postgres, real local upstreams.  Team tokens come from `careflow t
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,7 +19,6 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from careflow.config import Settings
 from careflow.llm.budget import month_of
@@ -33,6 +30,7 @@ from careflow.llm.types import Tier
 from starters.api import create_app
 from starters.api_gateway import sign_team_token
 from tests.support.breaker_proc import HttpProvider, Upstream, serve_upstream
+from tests.support.serving import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = {"m": Price(input=Decimal(1), output=Decimal(2))}
@@ -91,18 +89,10 @@ async def api(database_url: str) -> AsyncIterator[Api]:
         app.state.llm_gateway = Gateway(
             pool, {provider.name: provider}, GatewayConfig(routes=routes, prices=PRICES)
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
         try:
-            yield Api(f"http://127.0.0.1:{sock.getsockname()[1]}", up, pool)
+            async with serve(app) as url:
+                yield Api(url, up, pool)
         finally:
-            server.should_exit = True
-            await task
-            sock.close()
             await provider.aclose()
             await pool.close()
 

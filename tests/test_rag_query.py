@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,7 +20,6 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 
 from careflow.config import Settings
 from careflow.kb import store
@@ -38,6 +36,7 @@ from starters.api import create_app
 from starters.api_gateway import sign_team_token
 from tests.support.breaker_proc import HttpProvider, Upstream, serve_upstream
 from tests.support.kb import ROOT, StarterKb, clear_cache, kb_pool, starter_kb  # noqa: F401
+from tests.support.serving import serve
 
 CAP = "What is the empiric antibiotic regimen for community-acquired pneumonia on a medical ward?"
 CAP_PARAPHRASE = (
@@ -231,19 +230,8 @@ class Api:
 
 @pytest_asyncio.fixture
 async def api(kb: StarterKb) -> AsyncIterator[Api]:
-    app = create_app(Settings())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield Api(f"http://127.0.0.1:{sock.getsockname()[1]}", kb.pool, kb.tenant_id)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve(create_app(Settings())) as url:
+        yield Api(url, kb.pool, kb.tenant_id)
 
 
 async def test_api_answers_with_citations_then_from_the_cache(api: Api, kb: StarterKb) -> None:
