@@ -6,7 +6,7 @@ tier (`frontier`, `standard`, `efficient`), never a vendor model.  Optional head
 `x-careflow-use-case` (cost attribution, default "api") and `x-careflow-contains-phi: true`.
 Errors use Anthropic's error JSON: 401 bad token, 402 budget exhausted, 403 tier or PHI not
 allowed, 429 over the token rate limit (with Retry-After), 529 no provider available.
-`GET /v1/gateway/metrics` serves the gateway's Prometheus metrics.
+`GET /metrics` (also `/v1/gateway/metrics`) serves the gateway's Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -236,6 +236,7 @@ async def messages(request: Request) -> Response:
     return response
 
 
+@router.get("/metrics")  # where a Prometheus scrape config looks by default
 @router.get("/v1/gateway/metrics")
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)

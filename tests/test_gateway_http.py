@@ -201,6 +201,9 @@ async def test_metrics_and_cost_report(api: Api, tmp_path: Path) -> None:
     assert 'careflow_gateway_request_seconds_count{model="m",use_case="triage"} 3.0' in text
     assert f'careflow_gateway_tokens_total{{kind="completion",model="m",team="{team}"}} 60.0' in text
     assert "# TYPE careflow_gateway_breaker_state gauge" in text
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"{api.url}/metrics")).text  # Prometheus's default path
+    assert 'careflow_gateway_request_seconds_count{model="m",use_case="triage"} 3.0' in scraped
 
     out = tmp_path / "cost.csv"
     report = cli("cost", "report", "--month", f"{month_of():%Y-%m}", "--csv", str(out))
