@@ -198,6 +198,24 @@ async def test_a_removed_source_is_retired_with_its_cache_entries(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_documents_from_before_folders_were_recorded_are_adopted_not_retired(
+    client: Client, pool: asyncpg.Pool, folder: Path, task_queue: str
+) -> None:
+    t = tenant()
+    await run_with_progress(client, t, folder, task_queue)
+    await pool.execute("UPDATE kb_documents SET source_root = NULL WHERE tenant_id = $1", t)  # as before 0013
+    (folder / HYPERK).unlink()
+    result = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    # The folder it came from is unknown: a missing source retires nothing; present ones are adopted.
+    assert result.documents_retired == []
+    roots = dict(
+        await pool.fetch("SELECT document_id, source_root FROM kb_documents WHERE tenant_id = $1", t)
+    )
+    assert roots.pop("hyperkalemia-acute") is None
+    assert set(roots.values()) == {str(folder.resolve())}
+
+
+@pytest.mark.usefixtures("worker")
 async def test_an_emptied_folder_retires_nothing(
     client: Client, pool: asyncpg.Pool, folder: Path, task_queue: str
 ) -> None:

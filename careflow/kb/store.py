@@ -247,17 +247,18 @@ async def retire_missing(
     is in the folder any more, and this refresh did not ingest them.  One transaction: the documents
     and their chunks leave the store, a row per document goes to kb_retired_documents, and
     `on_retire(conn, ids)` (the semantic cache) runs.  Documents of this tenant without a folder
-    (ingested before migration 0013) that are present here are adopted first.  Returns the retired
+    (ingested before migration 0013) whose content is here are adopted first.  Returns the retired
     documents and what `on_retire` returned."""
     async with pool.acquire() as conn, conn.transaction():
         await _scope(conn, tenant_id)
+        # By content only: another folder may hold a file of the same name.  (A changed file is
+        # re-ingested, and that write records its folder.)
         await conn.execute(
             "UPDATE kb_documents SET source_root = $2 WHERE tenant_id = $1 AND source_root IS NULL"
-            " AND (content_hash = ANY($3::text[]) OR source_file = ANY($4::text[]))",
+            " AND content_hash = ANY($3::text[])",
             tenant_id,
             source_root,
             list(present_hashes),
-            list(present_files),
         )
         rows = await conn.fetch(
             """DELETE FROM kb_documents
