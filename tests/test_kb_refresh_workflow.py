@@ -86,6 +86,11 @@ async def run_with_progress(client: Client, t: str, folder: Path, task_queue: st
     return final, seen
 
 
+async def refresh(client: Client, t: str, folder: Path, task_queue: str) -> KbProgress:
+    """One refresh of the folder, to its result."""
+    return await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+
+
 async def rows(pool: asyncpg.Pool, t: str) -> dict[str, str]:
     found = await pool.fetch("SELECT chunk_id, xmin::text AS x FROM kb_chunks WHERE tenant_id = $1", t)
     return {r["chunk_id"]: r["x"] for r in found}
@@ -192,7 +197,7 @@ async def test_a_removed_source_is_retired_with_its_cache_entries(
     # The source comes back: it is ingested again like any new document.
     build_folder(folder)
     (folder / "cap-outpatient.md").unlink()
-    back = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    back = await refresh(client, t, folder, task_queue)
     assert back.documents_inserted == 1 and back.documents_retired == []
     assert "hyperkalemia-acute" in await search_ids(pool, t, "insulin dose for hyperkalaemia")
 
@@ -205,7 +210,7 @@ async def test_documents_from_before_folders_were_recorded_are_adopted_not_retir
     await run_with_progress(client, t, folder, task_queue)
     await pool.execute("UPDATE kb_documents SET source_root = NULL WHERE tenant_id = $1", t)  # as before 0013
     (folder / HYPERK).unlink()
-    result = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    result = await refresh(client, t, folder, task_queue)
     # The folder it came from is unknown: a missing source retires nothing; present ones are adopted.
     assert result.documents_retired == []
     roots = dict(
@@ -224,7 +229,7 @@ async def test_an_emptied_folder_retires_nothing(
     for path in folder.iterdir():
         if path.is_file():
             path.unlink()
-    result = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    result = await refresh(client, t, folder, task_queue)
     assert result.documents_total == 0 and result.documents_retired == []
     assert len(await store.stored_documents(pool, t)) == len(EXPECTED)
 
@@ -241,7 +246,7 @@ async def test_documents_embedded_by_another_model_are_embedded_again(
         t,
         "formulary-vancomycin",
     )
-    again = await (await start_ingest(client, t, str(folder), batch_size=2, task_queue=task_queue)).result()
+    again = await refresh(client, t, folder, task_queue)
     assert (again.documents_inserted, again.documents_replaced) == (0, 1)
     # none of the old model's vectors is reused: every chunk of the document is embedded again
     stored = {d.document_id: d for d in await store.stored_documents(pool, t)}
