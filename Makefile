@@ -44,10 +44,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# Needs the stack (started if it is not running; idempotent). Workers of its own, so none from dev up.
+# Needs the stack (started if it is not running; idempotent).  The bench runs workers of its own on
+# queues of its own, so the stack's workers stay (idle) and the stack is left as it was.
 bench: $(STAMP)
-	$(BIN)/careflow dev up --workers 0
+	$(BIN)/careflow dev up
 	$(BIN)/python -m bench.orchestration
 
-clean: down
-	rm -rf .careflow
+clean: $(STAMP)
+	$(BIN)/careflow dev down --purge

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,17 +24,11 @@ from pathlib import Path
 import asyncpg
 
 from careflow.audit.trail import PostgresAuditTrail, verify
-from careflow.db.embedded import EmbeddedPostgres
+from careflow.db.embedded import throwaway_postgres
 from careflow.db.migrate import migrate
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sample(i: int) -> AuditEvent:
@@ -125,13 +117,8 @@ async def main() -> None:
         await admin.close()
         await run(f"{base}/{name}", args.events)
         return
-    with tempfile.TemporaryDirectory(prefix="careflow-audit-bench-") as tmp:
-        pg = EmbeddedPostgres(pgdata=Path(tmp) / "pg", port=free_port(), log_file=Path(tmp) / "pg.log")
-        pg.start()
-        try:
-            await run(await pg.ensure_database("audit_bench"), args.events)
-        finally:
-            pg.stop()
+    async with throwaway_postgres("careflow-audit-bench-", "audit_bench") as (_, dsn):
+        await run(dsn, args.events)
 
 
 if __name__ == "__main__":

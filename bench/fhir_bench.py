@@ -24,10 +24,8 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import date
@@ -57,27 +55,18 @@ class _NoAudit:
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def embedded_stack() -> AsyncIterator[tuple[str, str]]:
     """A throwaway Postgres and `careflow api` (uvicorn, one process) serving the sandbox."""
-    from careflow.db.embedded import EmbeddedPostgres
+    from careflow.db.embedded import throwaway_postgres
     from careflow.db.migrate import migrate
+    from careflow.net import free_port
 
-    with tempfile.TemporaryDirectory(prefix="careflow-fhir-bench-") as tmp:
-        home = Path(tmp)
-        pg = EmbeddedPostgres(pgdata=home / "pg", port=_free_port(), log_file=home / "logs" / "pg.log")
-        pg.start()
+    async with throwaway_postgres("careflow-fhir-bench-") as (home, dsn):
         api: asyncio.subprocess.Process | None = None
         try:
-            dsn = await pg.ensure_database("careflow")
             await migrate(dsn)
-            port = _free_port()
+            port = free_port()
             env = {
                 **os.environ,
                 "CAREFLOW_HOME": str(home),
@@ -102,7 +91,6 @@ async def embedded_stack() -> AsyncIterator[tuple[str, str]]:
             if api is not None:
                 api.terminate()
                 await asyncio.wait_for(api.wait(), 10)
-            pg.stop()
 
 
 def _pct(values: list[float], q: int) -> float:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,7 +32,7 @@ import asyncpg
 import httpx
 
 from careflow.config import Settings
-from careflow.db.embedded import EmbeddedPostgres
+from careflow.db.embedded import throwaway_postgres
 from careflow.db.migrate import migrate
 from careflow.db.pool import create_pool
 from careflow.llm.config import GatewayConfig
@@ -42,6 +40,7 @@ from careflow.llm.gateway import Gateway
 from careflow.llm.providers.anthropic import AnthropicProvider
 from careflow.llm.teams import Team, TeamStore
 from careflow.llm.types import CompletionRequest, CompletionResponse, Message, Tier, Usage
+from careflow.net import free_port
 from starters.api_gateway import sign_team_token
 from tests.support.fake_upstreams import fake_anthropic
 
@@ -52,12 +51,6 @@ REQUEST = CompletionRequest(
     system="You are terse.", messages=[Message(role="user", content="Summarise.")], max_tokens=64
 )
 SECRET = "bench-secret-" + uuid.uuid4().hex
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class InstantProvider:
@@ -234,13 +227,9 @@ async def throughput(
 
 
 async def main(n: int, concurrency: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="careflow-gwbench-") as tmp:
-        root = Path(tmp)
-        pg = EmbeddedPostgres(pgdata=root / "pg", port=free_port(), log_file=root / "pg.log")
-        pg.start()
+    async with throwaway_postgres("careflow-gwbench-", "bench") as (root, dsn):
         proc: subprocess.Popen[bytes] | None = None
         try:
-            dsn = await pg.ensure_database("bench")
             await migrate(dsn)
             # careflow's own pool (its light connection reset is part of what is measured)
             pool = await create_pool(Settings(database_url=dsn, database_pool_min=4, database_pool_max=20))
@@ -256,7 +245,6 @@ async def main(n: int, concurrency: int) -> None:
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=20)
-            pg.stop()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import tempfile
 import time
 import uuid
@@ -21,7 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from careflow.config import Settings
-from careflow.db.embedded import EmbeddedPostgres
+from careflow.db.embedded import throwaway_postgres
 from careflow.db.migrate import migrate
 from careflow.db.pool import create_pool
 from careflow.kb.chunker import chunk_document
@@ -33,12 +32,6 @@ from careflow.kb.synthetic import write_corpus
 STARTER = Path(__file__).resolve().parent.parent / "careflow" / "kb" / "starter"
 NIGHTLY_WINDOW_H = 6.0  # what a full re-ingest of the seed's corpus should fit in (02:00-08:00)
 SEED_DOCS, SEED_PAGES = 10_000, 50_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TimedEmbedder(Embedder):
@@ -177,13 +170,8 @@ async def main() -> None:
         await admin.close()
         await run(f"{base}/{name}", *params)
         return
-    with tempfile.TemporaryDirectory(prefix="careflow-kb-bench-") as tmp:
-        pg = EmbeddedPostgres(pgdata=Path(tmp) / "pg", port=free_port(), log_file=Path(tmp) / "pg.log")
-        pg.start()
-        try:
-            await run(await pg.ensure_database("kb_bench"), *params)
-        finally:
-            pg.stop()
+    async with throwaway_postgres("careflow-kb-bench-", "kb_bench") as (_, dsn):
+        await run(dsn, *params)
 
 
 if __name__ == "__main__":

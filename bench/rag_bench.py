@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 import asyncpg
 
 from careflow.config import Settings
-from careflow.db.embedded import EmbeddedPostgres
+from careflow.db.embedded import throwaway_postgres
 from careflow.db.migrate import migrate
 from careflow.db.pool import create_pool
 from careflow.kb import evaluation as ev
@@ -47,12 +45,6 @@ SLA_S = 3.0
 ROOT = Path(__file__).resolve().parent.parent
 STARTER = ROOT / "careflow" / "kb" / "starter"
 NOISE = 0.08  # per-dimension noise on a reused sample vector (unit vectors: |noise| ~ 1.6)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -232,19 +224,13 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000, help="synthetic chunk texts actually embedded")
     parser.add_argument("--queries", type=int, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(pgdata=Path(tmp) / "pg", port=free_port(), log_file=Path(tmp) / "pg.log")
-        pg.start()
-        try:
-            asyncio.run(_main(pg, args))
-        finally:
-            pg.stop()
+    asyncio.run(_main(args))
 
 
-async def _main(pg: EmbeddedPostgres, args: argparse.Namespace) -> None:
-    dsn = await pg.ensure_database("rag_bench")
-    await migrate(dsn)
-    await run(dsn, args)
+async def _main(args: argparse.Namespace) -> None:
+    async with throwaway_postgres("careflow-rag-bench-", "rag_bench") as (_, dsn):
+        await migrate(dsn)
+        await run(dsn, args)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         None, validation_alias=_alias("temporal_tls_ca", "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
     )
     temporal_ui_port: int = Field(8233, ge=1, le=65535)
+    # The embedded dev server's SQLite pragmas, comma separated ("" = SQLite's own defaults).  WAL
+    # doubles workflows/s here and keeps synchronous=FULL, so nothing acknowledged is lost on a crash.
+    temporal_sqlite_pragmas: str = "journal_mode=wal"
 
     # Postgres (+ pgvector)
     database_url: str = "postgresql://postgres@127.0.0.1:55432/careflow"
@@ -78,6 +81,9 @@ class Settings(BaseSettings):
     # HTTP API (codec endpoint, online paths) and the EHR
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    # Every request: larger bodies get 413; deeper JSON or NUL characters 400 (security/request_limits.py)
+    api_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    api_max_json_depth: int = Field(64, ge=8, le=512)
     fhir_base_url: str = ""  # empty: the sandbox EHR inside careflow's API (api_url + /fhir/r4)
     payer_base_url: str = ""  # empty: the sandbox payer inside careflow's API (api_url + /payer/r4)
     # EHR authentication: a static bearer token, or SMART Backend Services (client-credentials JWT)

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from careflow import task_queues
 from careflow.config import ConfigError, Settings
@@ -18,7 +17,7 @@ from careflow.db.embedded import EmbeddedPostgresError
 from careflow.db.migrate import MigrationError
 from careflow.models.platform import CanaryOutput
 from starters import cli_audit, cli_gateway, cli_kb, cli_labs, cli_pa, cli_rag, cli_seed, demo
-from starters.cli_common import cli_settings
+from starters.cli_common import STACK_HINT, CliError, IdTable, cli_connect, cli_settings, make_console
 from starters.devstack import ComponentState, StackError
 
 app = typer.Typer(
@@ -34,9 +33,9 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 
 # Failures an operator can act on: one line, no traceback.
-OPERATOR_ERRORS: tuple[type[Exception], ...] = (StackError, EmbeddedPostgresError, MigrationError)
+OPERATOR_ERRORS: tuple[type[Exception], ...] = (StackError, EmbeddedPostgresError, MigrationError, CliError)
 
-console = Console()
+console = make_console()
 
 
 # -- dev stack ----------------------------------------------------------------------------------
@@ -73,11 +72,15 @@ def dev_up(
 
 
 @dev_app.command("down")
-def dev_down() -> None:
+def dev_down(
+    purge: Annotated[
+        bool, typer.Option(help="Also delete the stack's data: database, workflow history, logs, dev keys.")
+    ] = False,
+) -> None:
     """Stop, gracefully and by pid, everything `dev up` started."""
     from starters.devstack import DevStack
 
-    DevStack(cli_settings(), say=lambda m: console.print(f"  {m}")).down()
+    DevStack(cli_settings(), say=lambda m: console.print(f"  {m}")).down(purge=purge)
 
 
 @dev_app.command("status")
@@ -89,18 +92,31 @@ def dev_status(
 
     settings = cli_settings()
 
-    async def go() -> tuple[list[ComponentState], CanaryOutput | None]:
-        states = await DevStack(settings).status()
+    async def go() -> tuple[
+        list[ComponentState], CanaryOutput | None, tuple[int, list[tuple[str, str]]] | None
+    ]:
+        stack = DevStack(settings)
+        states = await stack.status()
         healthy = all(st.healthy for st in states)
-        return states, (await _canary(settings, probe_timeout=10) if canary and healthy else None)
+        failed = await stack.failed_recently() if healthy else None
+        return states, (await _canary(settings, probe_timeout=10) if canary and healthy else None), failed
 
-    states, result = asyncio.run(go())
-    table = Table("component", "pid", "state", "detail")
+    states, result, failed = asyncio.run(go())
+    table = IdTable("component", "pid", "state", "detail", ids=("detail",))
     for st in states:
         table.add_row(
             st.name, str(st.pid or "-"), "[green]healthy[/]" if st.healthy else "[red]down[/]", st.detail
         )
     console.print(table)
+    if failed is not None:
+        count, newest = failed
+        console.print(f"\nworkflows failed, terminated or timed out in the last 24 h: {count}")
+        for wf_type, wid in newest:
+            console.print(f"  {wf_type}  {wid}")
+        if count:
+            console.print(
+                "  (resending a workflow's event starts it again; `temporal workflow show -w ID` says why)"
+            )
     healthy = all(st.healthy for st in states)
     if result is not None:
         _print_canary(result)
@@ -115,15 +131,23 @@ def dev_record_history(
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("tests/histories"),
 ) -> None:
     """Export a workflow history (payloads decoded) into tests/histories/ for replay tests."""
-    from careflow.security.temporal import connect
+    from temporalio.service import RPCError, RPCStatusCode
+
     from starters.history import export_history
 
     settings = cli_settings()
 
     async def go() -> Path:
-        return await export_history(await connect(settings), workflow_id, out, run_id)
+        client = await cli_connect(settings)
+        try:
+            return await export_history(client, workflow_id, out, run_id)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            run = f" run {run_id}" if run_id else ""
+            raise CliError(f"no workflow {workflow_id}{run}; `temporal workflow list` lists them") from None
 
-    console.print(f"wrote {asyncio.run(go())}")
+    console.print(f"wrote {escape(str(asyncio.run(go())))}")
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -159,7 +183,10 @@ def db_migrate() -> None:
     """Apply pending SQL migrations (safe to run from several processes at once)."""
     from careflow.db.migrate import migrate
 
-    applied = asyncio.run(migrate(cli_settings().database_url))
+    try:
+        applied = asyncio.run(migrate(cli_settings().database_url))
+    except OSError as exc:
+        raise CliError(f"cannot reach Postgres ({exc}): {STACK_HINT}") from None
     console.print(f"applied: {', '.join(applied) if applied else 'none pending'}")
 
 
@@ -176,10 +203,9 @@ def canary(
 async def _canary(
     settings: Settings, queues: list[str] | None = None, *, probe_timeout: float
 ) -> CanaryOutput:
-    from careflow.security.temporal import connect
     from starters.canary import run_canary
 
-    return await run_canary(await connect(settings), queues, probe_timeout=probe_timeout)
+    return await run_canary(await cli_connect(settings), queues, probe_timeout=probe_timeout)
 
 
 def _print_canary(result: CanaryOutput) -> None:

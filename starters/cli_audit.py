@@ -9,16 +9,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
-import asyncpg
 import typer
-from rich.console import Console
+from rich.markup import escape
 
 from careflow.audit.export import export_since
 from careflow.audit.trail import VerifyResult, verify
-from starters.cli_common import cli_settings
+from starters.cli_common import cli_pool, cli_settings, make_console
 
 app = typer.Typer(help="HIPAA audit trail: verify the hash chain, export AuditEvents.", no_args_is_help=True)
-console = Console(stderr=True, soft_wrap=True)
+console = make_console(stderr=True)  # stdout carries the export
 
 
 def parse_since(value: str) -> datetime:
@@ -38,18 +37,19 @@ def verify_command() -> None:
     settings = cli_settings()
 
     async def go() -> VerifyResult:
-        conn = await asyncpg.connect(settings.database_url)
+        pool = await cli_pool(settings, database_pool_min=1, database_pool_max=1)
         try:
-            return await verify(conn)
+            return await verify(pool)
         finally:
-            await conn.close()
+            await pool.close()
 
     result = asyncio.run(go())
     if result.ok:
         console.print(f"audit chain intact: {result.rows_checked} rows verified, head {result.head_hash}")
         return
+    reason = escape(result.reason or "")
     console.print(
-        f"[red]audit chain BROKEN at row id {result.first_broken_id}[/red]: {result.reason} "
+        f"[red]audit chain BROKEN at row id {result.first_broken_id}[/red]: {reason} "
         f"({result.rows_checked} rows checked)"
     )
     raise typer.Exit(1)
@@ -57,26 +57,33 @@ def verify_command() -> None:
 
 @app.command("export")
 def export_command(
-    since: Annotated[str, typer.Option(help="Rows that occurred at or after: YYYY-MM-DD or ISO timestamp.")],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Rows that occurred at or after: YYYY-MM-DD or ISO timestamp (default: today, 00:00 UTC)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="NDJSON file to write (default: stdout).")] = None,
 ) -> None:
     """Write FHIR R4 AuditEvent resources (IHE BALP shapes), one JSON object per line."""
     settings = cli_settings()
-    start = parse_since(since)
+    start = parse_since(since or datetime.now(UTC).date().isoformat())
 
     async def go() -> int:
-        conn = await asyncpg.connect(settings.database_url)
+        pool = await cli_pool(settings, database_pool_min=1, database_pool_max=1)
         sink = out.open("w", encoding="utf-8") if out else sys.stdout
         count = 0
         try:
-            async for resource in export_since(conn, start):
+            async for resource in export_since(pool, start):
                 sink.write(json.dumps(resource, separators=(",", ":")) + "\n")
                 count += 1
         finally:
-            await conn.close()
+            await pool.close()
             if out:
                 sink.close()
         return count
 
     count = asyncio.run(go())
-    console.print(f"exported {count} AuditEvent resources" + (f" to {out}" if out else ""))
+    console.print(
+        f"exported {count} AuditEvent resources since {start.isoformat()}" + (f" to {out}" if out else "")
+    )

@@ -13,12 +13,9 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from careflow.config import Settings
-from careflow.db.pool import create_pool
 from careflow.llm.budget import month_of
 from careflow.llm.config import GatewayConfig
 from careflow.llm.cost import cost_report, write_csv
@@ -26,19 +23,19 @@ from careflow.llm.errors import UnknownTeam
 from careflow.llm.teams import Team, TeamStore
 from careflow.llm.types import Tier
 from starters.api_gateway import sign_team_token
-from starters.cli_common import cli_settings
+from starters.cli_common import CliError, IdTable, cli_pool, cli_settings, make_console
 
 teams_app = typer.Typer(help="AI gateway teams: tiers, budgets, rate limits, tokens.", no_args_is_help=True)
 cost_app = typer.Typer(help="AI gateway cost attribution.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+console = make_console()
 
 T = TypeVar("T")
+DEFAULT_BUDGET_USD = "100"  # a new team's monthly budget unless --budget says otherwise
 
 
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     async def go() -> T:
-        pool = await create_pool(settings.model_copy(update={"database_pool_min": 1, "database_pool_max": 2}))
+        pool = await cli_pool(settings, database_pool_min=1, database_pool_max=2)
         try:
             return await work(pool)
         finally:
@@ -46,9 +43,12 @@ def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]])
 
     try:
         return asyncio.run(go())
-    except (UnknownTeam, ValueError) as exc:
-        err.print(f"careflow: {exc}")
-        raise typer.Exit(1) from None
+    except UnknownTeam as exc:
+        raise CliError(
+            f"{exc}; `careflow teams list` shows the teams, `careflow teams create` adds one"
+        ) from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _tiers(value: str | None) -> list[Tier] | None:
@@ -68,10 +68,12 @@ def _usd(value: str | None) -> Decimal | None:
 
 
 def _show(teams: list[Team]) -> None:
-    table = Table("team", "name", "tiers", "budget/month (USD)", "tokens/min", "PHI", "KB tenants")
+    table = IdTable(
+        "team", "name", "tiers", "budget/month (USD)", "tokens/min", "PHI", "KB tenants", ids=("team",)
+    )
     for t in teams:
         table.add_row(
-            t.team_id,
+            escape(t.team_id),
             escape(t.display_name),
             ",".join(x.value for x in t.allowed_tiers),
             f"{t.monthly_budget_usd:,.2f}",
@@ -100,14 +102,18 @@ def _tenants(value: str | None) -> list[str] | None:
 @teams_app.command("create")
 def teams_create(
     team_id: str,
-    budget: Annotated[str, typer.Option("--budget", help="Monthly budget in USD.")],
+    budget: Annotated[
+        str,
+        typer.Option("--budget", help="Monthly budget in USD; change it later with `careflow teams set`."),
+    ] = DEFAULT_BUDGET_USD,
     tpm: Annotated[int, typer.Option("--tpm", help="Token rate limit per minute.")] = 100_000,
     tiers: TiersOpt = "standard,efficient",
     phi: Annotated[bool, typer.Option("--phi/--no-phi", help="May the team send PHI?")] = False,
     name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
     kb_tenants: KbTenantsOpt = "default",
 ) -> None:
-    """Create a team."""
+    """Create a team (by default: 100 USD a month, 100,000 tokens a minute, standard and efficient
+    tiers, no PHI, the `default` knowledge base)."""
     try:
         team = Team(
             team_id=team_id,
@@ -120,7 +126,14 @@ def teams_create(
         )
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
-    _show([_with_pool(cli_settings(), lambda pool: TeamStore(pool).create(team))])
+
+    async def work(pool: asyncpg.Pool) -> Team:
+        try:
+            return await TeamStore(pool).create(team)
+        except ValueError as exc:  # it exists
+            raise ValueError(f"{exc}; change it with `careflow teams set {team_id}`") from None
+
+    _show([_with_pool(cli_settings(), work)])
 
 
 @teams_app.command("list")
@@ -181,7 +194,7 @@ def cost_report_command(
     except ValueError:
         raise typer.BadParameter("expected YYYY-MM", param_hint="--month") from None
     rows = _with_pool(cli_settings(), lambda pool: cost_report(pool, first))
-    table = Table(
+    table = IdTable(
         "team",
         "calls",
         "failed",
@@ -191,11 +204,12 @@ def cost_report_command(
         "cost (USD)",
         "budget used",
         title=f"LLM cost {first:%Y-%m}",
+        ids=("team",),
     )
     for r in rows:
         used = r.budget_used
         table.add_row(
-            r.team_id,
+            escape(r.team_id),
             f"{r.calls:,}",
             f"{r.failed:,}",
             f"{r.prompt_tokens:,}",

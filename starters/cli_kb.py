@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,12 +33,13 @@ from temporalio.common import WorkflowIDConflictPolicy
 from careflow import task_queues
 from careflow.config import ConfigError
 from careflow.models.kb_refresh import KbProgress, KbRefreshInput
+from starters.cli_common import cli_connect, cli_pool, make_console
 from workflows.kb_refresh import WORKFLOW_ID_PREFIX, KnowledgeBaseRefreshWorkflow
 
 kb_app = typer.Typer(
     help="Knowledge base: ingest sources, nightly refresh, statistics.", no_args_is_help=True
 )
-console = Console()
+console = make_console()
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant the documents belong to.")]
@@ -163,15 +163,14 @@ def ingest(
     task_queue: Annotated[str, typer.Option(hidden=True)] = task_queues.MAIN,
 ) -> None:
     """Ingest a folder of sources (pdf, docx, html, md, txt) through the refresh workflow."""
-    from careflow.security.temporal import connect
     from starters.cli_common import cli_settings
 
     settings = cli_settings()
     tenant_id, source = _tenant(tenant), _folder(folder)
 
     async def run() -> None:
-        handle = await start_ingest(await connect(settings), tenant_id, source, batch_size, task_queue)
-        console.print(f"workflow {handle.id}")
+        handle = await start_ingest(await cli_connect(settings), tenant_id, source, batch_size, task_queue)
+        console.print(f"workflow {escape(handle.id)}")
         if wait:
             print_summary(await follow(handle))
 
@@ -186,23 +185,21 @@ def schedule(
     batch_size: Annotated[int, typer.Option(help="Documents per ingest activity.")] = 16,
 ) -> None:
     """Create or update the nightly refresh schedule `kb-refresh-<tenant>` for a folder."""
-    from careflow.security.temporal import connect
     from starters.cli_common import cli_settings
 
     settings = cli_settings()
     tenant_id, source = _tenant(tenant), _folder(folder)
 
     async def run() -> str:
-        return await ensure_refresh_schedule(await connect(settings), tenant_id, source, cron, batch_size)
+        return await ensure_refresh_schedule(await cli_connect(settings), tenant_id, source, cron, batch_size)
 
     done = asyncio.run(run())
-    console.print(f"schedule {schedule_id(tenant_id)} {done}: '{cron}' -> {source}")
+    console.print(f"schedule {schedule_id(tenant_id)} {done}: '{escape(cron)}' -> {escape(source)}")
 
 
 @kb_app.command("stats")
 def stats(tenant: TenantOption = "default") -> None:
     """Documents and chunks stored for a tenant, by document type."""
-    from careflow.db.pool import create_pool
     from careflow.kb import store
     from starters.cli_common import cli_settings
 
@@ -210,7 +207,7 @@ def stats(tenant: TenantOption = "default") -> None:
     tenant_id = _tenant(tenant)
 
     async def run() -> store.KbStats:
-        pool = await create_pool(settings)
+        pool = await cli_pool(settings)
         try:
             return await store.stats(pool, tenant_id)
         finally:

@@ -7,19 +7,28 @@ import signal
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from careflow.hl7.listener import MllpListener
 from careflow.models.lab_alert import AlertAck
-from careflow.security.temporal import connect
-from starters.cli_common import cli_settings
+from starters.cli_common import (
+    OPEN_OR_FAILED,
+    CliError,
+    IdTable,
+    cli_connect,
+    cli_settings,
+    find_workflow,
+    make_console,
+)
 from starters.hl7_bridge import workflow_starter
-from workflows.lab_alert import LabResultAlertWorkflow
+from workflows.lab_alert import WORKFLOW_ID_PREFIX, LabResultAlertWorkflow
 
 hl7_app = typer.Typer(help="HL7 v2 lab results over MLLP.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Critical lab-result alerts: list and acknowledge.", no_args_is_help=True)
-console = Console()
+console = make_console()
+ROLES = ("physician", "charge_nurse", "chief")
 
 
 @hl7_app.command("listen")
@@ -30,14 +39,18 @@ def listen(
     settings = cli_settings()
 
     async def run() -> None:
-        client = await connect(settings, identity="careflow-hl7-listener")
+        client = await cli_connect(settings, identity="careflow-hl7-listener")
+        host, at = settings.hl7_host, port or settings.hl7_port
         listener = MllpListener(
-            workflow_starter(client),
-            host=settings.hl7_host,
-            port=port or settings.hl7_port,
-            max_frame=settings.hl7_max_frame_bytes,
+            workflow_starter(client), host=host, port=at, max_frame=settings.hl7_max_frame_bytes
         )
-        await listener.start()
+        try:
+            await listener.start()
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{at} ({exc.strerror or exc}); `careflow dev up` runs a listener "
+                "already: `careflow dev status`, or pass --port"
+            ) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,38 +70,65 @@ def list_alerts(
     settings = cli_settings()
 
     async def run() -> None:
-        client = await connect(settings)
+        client = await cli_connect(settings)
         query = "WorkflowType = 'LabResultAlertWorkflow'"
         if not all_:
-            query += " AND ExecutionStatus = 'Running'"
-        table = Table("workflow id", "stage", "urgency", "level", "alerted at", "acknowledged by")
+            query += f" AND {OPEN_OR_FAILED}"
+        table = IdTable(
+            "workflow id", "stage", "urgency", "level", "alerted at", "acknowledged by",
+            ids=("workflow id", "acknowledged by"),
+        )  # fmt: skip
         count = 0
         async for wf in client.list_workflows(query, limit=limit):
+            if wf.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+                # Failed or terminated: no status to ask for; resending the result starts it again.
+                ended = wf.status.name.lower() if wf.status else "-"
+                table.add_row(escape(wf.id), f"{ended} (resend to recover)", "-", "-", "-", "-")
+                count += 1
+                continue
             st = await client.get_workflow_handle(wf.id).query(LabResultAlertWorkflow.status)
             level = st.deliveries[-1].level if st.deliveries else "-"
             ack = f"{st.acknowledged.by} ({st.acknowledged.role})" if st.acknowledged else "-"
-            table.add_row(wf.id, st.stage, st.urgency or "-", level, str(st.alerted_at or "-"), ack)
+            table.add_row(
+                escape(wf.id), st.stage, st.urgency or "-", level, str(st.alerted_at or "-"), escape(ack)
+            )
             count += 1
-        console.print(table if count else "no alerts")
+        more = "" if all_ else " open or failed (`careflow alerts list --all` includes closed ones)"
+        console.print(table if count else f"no alerts{more}")
 
     asyncio.run(run())
 
 
 @alerts_app.command("ack")
 def ack(
-    workflow_id: str,
+    workflow_id: Annotated[str, typer.Argument(help="The alert's workflow id (or its result key).")],
     by: Annotated[str, typer.Option(help="Practitioner or user id acknowledging.")],
     role: Annotated[str, typer.Option(help="physician | charge_nurse | chief")] = "physician",
 ) -> None:
     """Acknowledge an alert (the `acknowledge` signal, as from the Web UI or `temporal workflow signal`)."""
+    if role not in ROLES:
+        raise typer.BadParameter(" | ".join(ROLES), param_hint="--role")
     settings = cli_settings()
 
     async def run() -> None:
-        client = await connect(settings)
-        handle = client.get_workflow_handle_for(LabResultAlertWorkflow.run, workflow_id)
-        await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by=by, role=role))
-        status = await handle.query(LabResultAlertWorkflow.status)
+        client = await cli_connect(settings)
+        wid = await find_workflow(
+            client,
+            workflow_id,
+            prefix=WORKFLOW_ID_PREFIX,
+            workflow_type="LabResultAlertWorkflow",
+            what="lab-alert",
+            listing="careflow alerts list --all",
+        )
+        handle = client.get_workflow_handle_for(LabResultAlertWorkflow.run, wid)
+        try:
+            await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by=by, role=role))
+            status = await handle.query(LabResultAlertWorkflow.status)
+        except RPCError as exc:
+            raise CliError(
+                f"{wid} cannot be acknowledged ({exc.message}); `careflow alerts list --all` shows its stage"
+            ) from None
         who = status.acknowledged.by if status.acknowledged else "?"
-        console.print(f"{workflow_id}: {status.stage} (acknowledged by {who})")
+        console.print(f"{escape(wid)}: {status.stage} (acknowledged by {escape(who)})")
 
     asyncio.run(run())

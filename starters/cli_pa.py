@@ -3,7 +3,7 @@
     careflow pa submit --order ord-7-3-semaglutide [--priority expedited]
     careflow pa batch --seed 7 --patients 20        every PA order of the synthetic EHR, until drafted
     careflow pa list [--all]                         workflows (visibility: CareflowPipeline="prior-auth")
-    careflow pa status prior-auth-ord-7-3-semaglutide
+    careflow pa status prior-auth-ord-7-3-semaglutide   (or the order id; or any workflow id)
     careflow pa approve|reject|request-changes <workflow or order id> --reviewer Practitioner/<id>
         [--comments TEXT] [--letter-file FILE]
 
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -32,19 +31,34 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from careflow import task_queues
 from careflow.config import Settings
-from careflow.db.pool import create_pool
 from careflow.fhir import codes
 from careflow.fhir.synthetic import generate_ehr
 from careflow.models.prior_auth import PriorAuthStatus, ReviewActionName, ReviewOutcome, ReviewRequest, Stage
-from careflow.security.temporal import connect
-from starters.cli_common import cli_settings
-from starters.pa_orders import PIPELINE, Priority, Started, start_prior_auth, workflow_id
+from starters.cli_common import (
+    OPEN_OR_FAILED,
+    CliError,
+    IdTable,
+    cli_connect,
+    cli_pool,
+    cli_settings,
+    find_workflow,
+    make_console,
+)
+from starters.pa_orders import (
+    ORDER_ID_RE,
+    PIPELINE,
+    WORKFLOW_TYPE,
+    Priority,
+    Started,
+    start_prior_auth,
+    workflow_id,
+)
 from starters.pa_review import ReviewRefused, submit_review
 
 pa_app = typer.Typer(
     help="Prior authorization: submit orders, follow drafts, review them.", no_args_is_help=True
 )
-console = Console()
+console = make_console()
 
 # Stages in which the workflow is still working on a draft; any other stage means a draft is ready
 # (or the workflow has ended without one, e.g. order_not_found).
@@ -81,8 +95,17 @@ def synthetic_orders(seed: int, patients: int) -> list[PaOrder]:
     ]
 
 
-def as_workflow_id(id_or_order: str) -> str:
-    return id_or_order if id_or_order.startswith("prior-auth-") else workflow_id(id_or_order)
+async def resolve(client: Client, given: str) -> str:
+    """The prior-auth workflow `given` names: its workflow id (any id, e.g. one started from the
+    `temporal` CLI) or its order id; none is a one-line CliError."""
+    return await find_workflow(
+        client,
+        given,
+        prefix=workflow_id(""),
+        workflow_type=WORKFLOW_TYPE,
+        what="prior-auth",
+        listing="careflow pa list --all",
+    )
 
 
 def ui_link(settings: Settings, wid: str) -> str:
@@ -180,7 +203,9 @@ async def wait_stage(
             return status
         if loop.time() > deadline:
             stage = status.stage.value if status else "not answering queries"
-            raise TimeoutError(f"{wid} still {stage} after {timeout:.0f}s")
+            raise TimeoutError(
+                f"{wid} still {stage} after {timeout:.0f}s (are workers running? `careflow dev status`)"
+            )
         await asyncio.sleep(0.25)
 
 
@@ -190,21 +215,23 @@ class Listed:
     stage: str
     priority: str
     payer: str
-    running: bool
+    status: str = "RUNNING"  # Temporal's execution status: RUNNING, COMPLETED, FAILED, TERMINATED, ...
 
 
 async def list_prior_auths(client: Client, *, include_closed: bool = False, limit: int = 100) -> list[Listed]:
+    """Open prior auths and those that failed (a failed run is work lost until its order is resent);
+    `include_closed` adds the completed ones."""
     query = f"CareflowPipeline = '{PIPELINE}'"
     if not include_closed:
-        query += " AND ExecutionStatus = 'Running'"
+        query += f" AND {OPEN_OR_FAILED}"
     rows = []
     async for wf in client.list_workflows(query, limit=limit):
         attrs = wf.search_attributes
         stage = (attrs.get("CareflowStage") or ["-"])[0]
         priority = (attrs.get("CareflowPriority") or ["-"])[0]
         payer = (attrs.get("CareflowPayer") or ["-"])[0]
-        running = wf.status is not None and wf.status.name == "RUNNING"
-        rows.append(Listed(wf.id, str(stage), str(priority), str(payer), running))
+        status = wf.status.name if wf.status is not None else "RUNNING"
+        rows.append(Listed(wf.id, str(stage), str(priority), str(payer), status))
     return sorted(rows, key=lambda r: r.workflow_id)
 
 
@@ -217,7 +244,7 @@ async def review(
     comments: str = "",
     edited_letter: str | None = None,
 ) -> ReviewOutcome:
-    pool = await create_pool(settings)
+    pool = await cli_pool(settings)
     try:
         request = ReviewRequest(
             action=action, reviewer_id=reviewer, comments=comments, edited_letter=edited_letter
@@ -234,13 +261,31 @@ def payer_cell(status: PriorAuthStatus) -> str:
     return f"{out.outcome} ({out.preauth_ref})" if out.preauth_ref else out.outcome
 
 
-def status_table(rows: Sequence[tuple[str, str, PriorAuthStatus]], settings: Settings | None = None) -> Table:
+def status_table(rows: Sequence[tuple[str, str, PriorAuthStatus]]) -> Table:
     """Rows of (workflow id, item, status) as the outcome table."""
-    table = Table("order", "item", "stage", "criteria met", "payer outcome", "workflow id")
+    table = IdTable(
+        "order", "item", "stage", "criteria met", "payer outcome", "workflow id",
+        ids=("workflow id", "order", "payer outcome"),
+    )  # fmt: skip
     for wid, item, st in rows:
         met = sum(1 for c in st.criteria if c.status == "met")
         table.add_row(
-            st.order_id, escape(item), st.stage.value, f"{met}/{len(st.criteria)}", payer_cell(st), wid
+            escape(st.order_id), escape(item), st.stage.value, f"{met}/{len(st.criteria)}",
+            escape(payer_cell(st)), escape(wid),
+        )  # fmt: skip
+    return table
+
+
+def list_table(settings: Settings, rows: Sequence[Listed]) -> Table:
+    """`careflow pa list`: workflow ids, stages (search attributes) and Web UI links."""
+    table = IdTable("workflow id", "stage", "priority", "payer", "Web UI", ids=("workflow id", "Web UI"))
+    for r in rows:
+        table.add_row(
+            escape(r.workflow_id),
+            r.stage if r.status == "RUNNING" else f"{r.stage} ({r.status.lower()})",
+            r.priority,
+            escape(r.payer),
+            escape(ui_link(settings, r.workflow_id)),
         )
     return table
 
@@ -299,13 +344,19 @@ def submit_cmd(
     """Start prior authorization for one order (a duplicate attaches to the existing workflow)."""
     settings = cli_settings()
     level = _priority(priority)
+    if not ORDER_ID_RE.match(order):
+        raise typer.BadParameter(
+            "1-100 characters [A-Za-z0-9._-], e.g. ord-7-3-semaglutide", param_hint="--order"
+        )
 
     async def go() -> Started:
-        return await start_prior_auth(await connect(settings), order, priority=level)
+        return await start_prior_auth(await cli_connect(settings), order, priority=level)
 
     started = asyncio.run(go())
     verb = "started" if started.started else "already exists (attached)"
-    console.print(f"{started.workflow_id}: {verb}\n  Web UI: {ui_link(settings, started.workflow_id)}")
+    console.print(
+        f"{escape(started.workflow_id)}: {verb}\n  Web UI: {escape(ui_link(settings, started.workflow_id))}"
+    )
 
 
 @pa_app.command("batch")
@@ -321,9 +372,12 @@ def batch_cmd(
     orders = synthetic_orders(seed, patients)
 
     async def go() -> tuple[list[Started], dict[str, PriorAuthStatus]]:
-        return await batch(settings, await connect(settings), orders, priority=level, timeout=timeout)
+        return await batch(settings, await cli_connect(settings), orders, priority=level, timeout=timeout)
 
-    started, ready = asyncio.run(go())
+    try:
+        started, ready = asyncio.run(go())
+    except TimeoutError as exc:
+        raise CliError(str(exc)) from None
     items = {workflow_id(o.order_id): o.item for o in orders}
     console.print(
         status_table([(s.workflow_id, items[s.workflow_id], ready[s.workflow_id]) for s in started])
@@ -341,34 +395,35 @@ def list_cmd(
     settings = cli_settings()
 
     async def go() -> list[Listed]:
-        return await list_prior_auths(await connect(settings), include_closed=all_, limit=limit)
+        return await list_prior_auths(await cli_connect(settings), include_closed=all_, limit=limit)
 
     rows = asyncio.run(go())
-    table = Table("workflow id", "stage", "priority", "payer")
-    table.add_column("Web UI", overflow="fold")
-    for r in rows:
-        table.add_row(
-            r.workflow_id,
-            r.stage if r.running else f"{r.stage} (closed)",
-            r.priority,
-            r.payer,
-            ui_link(settings, r.workflow_id),
-        )
-    console.print(table if rows else "no prior-auth workflows")
+    if not rows:
+        more = "" if all_ else " open or failed (`careflow pa list --all` includes completed ones)"
+        console.print(f"no prior-auth workflows{more}; start one: careflow pa submit --order ORDER_ID")
+        return
+    console.print(list_table(settings, rows))
 
 
 @pa_app.command("status")
 def status_cmd(workflow: Annotated[str, typer.Argument(help="Workflow id or order id.")]) -> None:
     """The workflow's `status` query: stage, timestamps, criteria, missing information, draft ids."""
     settings = cli_settings()
-    wid = as_workflow_id(workflow)
 
-    async def go() -> PriorAuthStatus:
-        return await status_of(await connect(settings), wid)
+    async def go() -> tuple[str, PriorAuthStatus]:
+        client = await cli_connect(settings)
+        wid = await resolve(client, workflow)
+        try:
+            return wid, await status_of(client, wid)
+        except RPCError as exc:
+            raise CliError(
+                f"{wid} did not answer its status query ({exc.message}); are workers running? "
+                "`careflow dev status`"
+            ) from None
 
-    st = asyncio.run(go())
+    wid, st = asyncio.run(go())
     console.print(
-        f"[bold]{wid}[/bold]: {st.stage.value} (priority {st.priority.value}, revision {st.revision})"
+        f"[bold]{escape(wid)}[/bold]: {st.stage.value} (priority {st.priority.value}, revision {st.revision})"
     )
     for label, value in (
         ("received", st.received_at),
@@ -388,30 +443,34 @@ def status_cmd(workflow: Annotated[str, typer.Argument(help="Workflow id or orde
         console.print(f"  criterion [{colours.get(c.status, 'white')}]{c.status:8s}[/] {escape(c.criterion)}")
     for m in st.missing_information:
         console.print(f"  missing: {escape(m)}")
-    console.print(f"  Web UI         : {ui_link(settings, wid)}")
+    console.print(f"  Web UI         : {escape(ui_link(settings, wid))}")
 
 
 def _review_cmd(
     action: ReviewActionName, workflow: str, reviewer: str, comments: str, letter: Path | None
 ) -> None:
     settings = cli_settings()
-    wid = as_workflow_id(workflow)
     edited = letter.read_text() if letter else None
 
-    async def go() -> ReviewOutcome:
-        return await review(settings, await connect(settings), wid, action, reviewer, comments, edited)
+    async def go() -> tuple[str, ReviewOutcome]:
+        client = await cli_connect(settings)
+        wid = await resolve(client, workflow)
+        return wid, await review(settings, client, wid, action, reviewer, comments, edited)
 
     try:
-        outcome = asyncio.run(go())
+        wid, outcome = asyncio.run(go())
     except ReviewRefused as exc:
         console.print(f"[red]refused[/red]: {escape(exc.reason)} (the attempt is in the audit trail)")
         raise typer.Exit(1) from None
-    console.print(f"{wid}: {outcome.action} accepted; stage {outcome.stage}")
+    console.print(f"{escape(wid)}: {outcome.action} accepted; stage {outcome.stage}")
 
 
 Reviewer = Annotated[str, typer.Option(help="Practitioner/<id> holding the pa-staff or pa-supervisor role.")]
 Comments = Annotated[str, typer.Option(help="Comments (required for request-changes).")]
-LetterFile = Annotated[Path | None, typer.Option(help="The letter as edited by the reviewer.")]
+LetterFile = Annotated[
+    Path | None,
+    typer.Option(help="The letter as edited by the reviewer.", exists=True, dir_okay=False, readable=True),
+]
 Workflow = Annotated[str, typer.Argument(help="Workflow id or order id.")]
 
 

@@ -12,24 +12,23 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from careflow.config import Settings
 from careflow.kb.settings import KbSettings
+from starters.cli_common import cli_pool, make_console
 from starters.cli_kb import kb_app
 
-console = Console()
+console = make_console()
 T = TypeVar("T")
 
 
 async def _with_service(settings: Settings, kb: KbSettings, work: Callable[..., Awaitable[T]]) -> T:
-    from careflow.db.pool import create_pool
     from careflow.kb.rag import RagService
     from careflow.llm.gateway import Gateway
 
-    pool = await create_pool(settings)
+    pool = await cli_pool(settings)
     try:
         return await work(RagService(pool, Gateway.from_settings(pool, settings), settings=kb))
     finally:
@@ -58,7 +57,8 @@ def ask(
     if as_json:
         typer.echo(json.dumps(response.model_dump(mode="json"), indent=2))
         return
-    console.print(response.answer, markup=False)  # its inline citations are "[kb:...]", not markup
+    # Prose wraps; its inline citations are "[kb:...]", not markup.
+    console.print(response.answer, markup=False, soft_wrap=False)
     table = Table("document", "section", "effective", "organization")
     for c in response.citations:
         table.add_row(*map(escape, (c.document_title, c.section, c.effective_date, c.source_organization)))
@@ -67,8 +67,8 @@ def ask(
     if response.cached:
         origin = f"cached at {response.cached_at:%Y-%m-%d %H:%M UTC}" if response.cached_at else "cached"
         origin += " (stale: the model was unavailable)" if response.stale else ""
-    console.print(response.disclaimer, style="dim", markup=False)
-    console.print(f"{origin}; {response.latency_ms:.0f} ms; request {response.request_id}")
+    console.print(response.disclaimer, style="dim", markup=False, soft_wrap=False)
+    console.print(f"{origin}; {response.latency_ms:.0f} ms; request {escape(str(response.request_id))}")
 
 
 @kb_app.command("eval")

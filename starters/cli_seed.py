@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings, load_settings
-from careflow.db.pool import create_pool
 from careflow.fhir.client import FhirClient, FhirError
 from careflow.fhir.synthetic import iter_patients, staff_bundle
 from careflow.security.logging import configure_logging, get_logger
+from starters.cli_common import cli_pool, make_console
 
 app = typer.Typer(help="Synthetic data for the sandbox EHR.", no_args_is_help=True)
-console = Console(stderr=True, soft_wrap=True)
+console = make_console(stderr=True)
 log = get_logger(__name__)
 
 SEED_ACTOR = "careflow-seed"
@@ -122,7 +121,7 @@ def _parse_as_of(value: str | None) -> date:
 
 
 async def _load(settings: Settings, seed: int, patients: int, as_of: date, concurrency: int) -> LoadStats:
-    pool = await create_pool(settings)
+    pool = await cli_pool(settings)
     try:
         # Large transactions: a generous timeout; every entry is a conditional create, so the client
         # may retry a transaction safely.

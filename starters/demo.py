@@ -13,21 +13,21 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
 from careflow.config import Settings, load_settings
 from careflow.fhir.synthetic import generate_ehr
 from careflow.hl7.mllp import Frame, MllpFramer, wrap
 from careflow.hl7.oru import parse_oru
 from careflow.labs.normalise import results_from_oru
+from careflow.models.lab_alert import LabAlertStatus
 from careflow.security.logging import configure_logging
-from careflow.security.temporal import connect
 from starters import demo_prior_auth
-from starters.devstack import StackError
+from starters.cli_common import STACK_HINT, CliError, cli_connect, make_console
 from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
 
 demo_app = typer.Typer(help="End-to-end demonstrations on the embedded stack.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def critical_potassium(mrn: str, facility: str = "CAREFLOW-LAB") -> bytes:
@@ -48,7 +48,12 @@ async def _lab_alert(settings: Settings, seed: int, patients: int, timeout: floa
     [result] = results_from_oru(parse_oru(message), datetime.now(UTC))
     wid = workflow_id(result.result_key)
 
-    reader, writer = await asyncio.open_connection(settings.hl7_host, settings.hl7_port)
+    try:
+        reader, writer = await asyncio.open_connection(settings.hl7_host, settings.hl7_port)
+    except OSError:
+        raise CliError(
+            f"cannot reach the HL7 listener at {settings.hl7_host}:{settings.hl7_port}: {STACK_HINT}"
+        ) from None
     writer.write(wrap(message))
     await writer.drain()
     framer = MllpFramer()
@@ -56,13 +61,16 @@ async def _lab_alert(settings: Settings, seed: int, patients: int, timeout: floa
     while not ack:
         data = await asyncio.wait_for(reader.read(65536), timeout=timeout)
         if not data:
-            raise StackError("the HL7 listener closed the connection without an ACK (is Temporal up?)")
+            raise CliError(f"the HL7 listener closed the connection without an ACK: {STACK_HINT}")
         ack = [f for f in framer.feed(data) if isinstance(f, Frame)]
     writer.close()
     msa = next(s for s in ack[0].payload.decode().split("\r") if s.startswith("MSA"))
-    console.print(f"sent ORU^R01 (potassium 6.9 mmol/L, HH) for synthetic patient {profile.mrn}: ACK {msa}")
+    patient = escape(profile.mrn)
+    console.print(
+        f"sent ORU^R01 (potassium 6.9 mmol/L, HH) for synthetic patient {patient}: ACK {escape(msa)}"
+    )
 
-    client = await connect(settings)
+    client = await cli_connect(settings)
     handle = client.get_workflow_handle_for(LabResultAlertWorkflow.run, wid)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -71,19 +79,29 @@ async def _lab_alert(settings: Settings, seed: int, patients: int, timeout: floa
         if status.stage in ("alerted", "escalated", "acknowledged", "no-alert"):
             break
         if loop.time() > deadline:
-            raise StackError(f"{wid} did not alert within {timeout:.0f}s (stage {status.stage})")
+            raise CliError(
+                f"{wid} did not alert within {timeout:.0f}s (stage {status.stage}); are workers running? "
+                "`careflow dev status`"
+            )
         await asyncio.sleep(0.2)
+    console.print(alert_summary(settings, wid, status))
+
+
+def alert_summary(settings: Settings, wid: str, status: LabAlertStatus) -> str:
+    """Markup: the workflow id, the link and both commands each whole on its line (never wrapped)."""
     delivery = status.deliveries[-1] if status.deliveries else None
     ui = f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{wid}"
     physician = delivery and delivery.level
-    console.print(f"""
-[bold]Lab alert[/bold]: {status.stage} ({status.urgency}); alert Task {delivery.task_id if delivery else "-"}
+    task = delivery.task_id if delivery else "-"
+    wid, ui = escape(wid), escape(ui)
+    return f"""
+[bold]Lab alert[/bold]: {status.stage} ({status.urgency}); alert Task {escape(str(task))}
   workflow id     : {wid}
   Web UI          : {ui}
   escalation      : charge nurse at 15 min, department chief at 30 min unless acknowledged
   acknowledge     : careflow alerts ack {wid} --by <practitioner id>
                     or: temporal workflow signal -w {wid} --name acknowledge --input '{{"by": "dr-1"}}'
-  open alerts     : careflow alerts list   (level reached: {physician or "-"})""")
+  open alerts     : careflow alerts list   (level reached: {physician or "-"})"""
 
 
 @demo_app.command("lab-alert")

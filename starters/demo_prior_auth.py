@@ -25,19 +25,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from temporalio.client import Client
 
 from careflow import task_queues
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings, load_settings
-from careflow.db.pool import create_pool
 from careflow.fhir import codes
 from careflow.fhir.auth import token_provider
 from careflow.fhir.client import FhirClient
 from careflow.models.prior_auth import PriorAuthStatus, ReviewActionName
 from careflow.security.logging import configure_logging
-from careflow.security.temporal import connect
+from starters.cli_common import CliError, IdTable, cli_connect, cli_pool
 from starters.cli_pa import (
     PaOrder,
     batch,
@@ -79,7 +79,7 @@ async def seed_knowledge_base(
 
 async def pa_reviewers(settings: Settings) -> list[str]:
     """Practitioner references of the PA staff (role pa-staff) in the EHR, for the demo's reviews."""
-    pool = await create_pool(settings)
+    pool = await cli_pool(settings)
     try:
         async with FhirClient(
             settings.fhir_base_url,
@@ -93,7 +93,7 @@ async def pa_reviewers(settings: Settings) -> list[str]:
     active = (r for r in roles if r.get("active", True))
     refs = sorted({(r.get("practitioner") or {}).get("reference", "") for r in active} - {""})
     if not refs:
-        raise RuntimeError("no PA staff in the EHR: run `careflow seed ehr` first")
+        raise CliError("no PA staff in the EHR: run `careflow seed ehr --patients 20 --seed 7` first")
     return refs
 
 
@@ -135,33 +135,46 @@ def choose(orders: Sequence[PaOrder], statuses: dict[str, PriorAuthStatus]) -> d
     return picks
 
 
-def print_drafts(settings: Settings, orders: Sequence[PaOrder], statuses: dict[str, PriorAuthStatus]) -> None:
-    console.print("\n[bold]3. Drafts ready for review[/bold]")
-    table = Table("workflow id", "item", "stage", "criteria met", "missing")
-    table.add_column("Web UI", overflow="fold")
+def drafts_table(
+    settings: Settings, orders: Sequence[PaOrder], statuses: dict[str, PriorAuthStatus]
+) -> Table:
+    table = IdTable(
+        "workflow id", "item", "stage", "criteria met", "missing", "Web UI", ids=("workflow id", "Web UI")
+    )  # fmt: skip
     for o in orders:
         wid = workflow_id(o.order_id)
         st = statuses[wid]
         met = sum(1 for c in st.criteria if c.status == "met")
         table.add_row(
-            wid, o.item, st.stage.value, f"{met}/{len(st.criteria)}", str(len(st.missing_information)),
-            ui_link(settings, wid),
+            escape(wid), escape(o.item), st.stage.value, f"{met}/{len(st.criteria)}",
+            str(len(st.missing_information)), escape(ui_link(settings, wid)),
         )  # fmt: skip
-    console.print(table)
+    return table
 
 
-def print_how_to_review(settings: Settings, wid: str, reviewer: str) -> None:
+def print_drafts(settings: Settings, orders: Sequence[PaOrder], statuses: dict[str, PriorAuthStatus]) -> None:
+    console.print("\n[bold]3. Drafts ready for review[/bold]")
+    console.print(drafts_table(settings, orders, statuses))
+
+
+def how_to_review(settings: Settings, wid: str, reviewer: str) -> str:
+    """Markup: ids, commands and the link each whole on its line (the console never wraps them)."""
     body = json.dumps({"reviewer_id": reviewer, "comments": "Criteria met; approved."})
-    console.print(f"""
+    wid, reviewer, body = escape(wid), escape(reviewer), escape(body)
+    return f"""
 [bold]How a reviewer acts[/bold] (a reviewer must hold the pa-staff or pa-supervisor role)
   CLI         : careflow pa approve {wid} --reviewer {reviewer} [--comments ...] [--letter-file edited.txt]
                 careflow pa reject {wid} --reviewer {reviewer}
                 careflow pa request-changes {wid} --reviewer {reviewer} --comments "Cite the HbA1c"
-  Web UI      : {ui_link(settings, wid)}
+  Web UI      : {escape(ui_link(settings, wid))}
                 -> Signal, name approve (or reject, request_changes), input {body}
   temporal CLI: temporal workflow signal --workflow-id {wid} --name approve \\
                   --input '{body}'
-  status      : careflow pa status {wid}    (the `status` query)""")
+  status      : careflow pa status {wid}    (the `status` query)"""
+
+
+def print_how_to_review(settings: Settings, wid: str, reviewer: str) -> None:
+    console.print(how_to_review(settings, wid, reviewer))
 
 
 async def act(
@@ -224,7 +237,7 @@ async def run_demo(
     console.print("\n[bold]4. Reviews[/bold]")
     for action, wid in picks.items():
         result.acted[wid] = await act(settings, client, action, wid, reviewer, timeout)
-        console.print(f"  {wid}: {result.acted[wid]}")
+        console.print(f"  {escape(wid)}: {escape(result.acted[wid])}")
     waiting = len(orders) - len(picks)
     console.print(f"  {waiting} draft(s) left waiting for review")
 
@@ -236,7 +249,7 @@ async def run_demo(
     console.print(status_table([(wid, items[wid], st) for wid, st in result.statuses.items()]))
     approved = [wid for wid, st in result.statuses.items() if st.payer_outcome is not None]
     for wid in approved:
-        console.print(f"  payer: {wid} -> {payer_cell(result.statuses[wid])}")
+        console.print(f"  payer: {escape(wid)} -> {escape(payer_cell(result.statuses[wid]))}")
     console.print(
         f"\n  {result.started} workflow(s) started now, {len(orders) - result.started} attached to"
         " existing ones."
@@ -260,7 +273,10 @@ def prior_auth(
 
     async def go() -> None:
         await run_demo(
-            settings, await connect(settings), seed=seed, patients=patients, timeout=timeout, seed_kb=kb
+            settings, await cli_connect(settings), seed=seed, patients=patients, timeout=timeout, seed_kb=kb
         )
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except TimeoutError as exc:
+        raise CliError(str(exc)) from None

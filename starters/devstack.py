@@ -21,13 +21,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from careflow import task_queues
 from careflow.config import Settings
@@ -44,6 +48,34 @@ Say = Callable[[str], None]
 
 class StackError(Exception):
     pass
+
+
+POLLED = {
+    "workflow": TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    "activity": TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+}
+# Temporal lists a poller for minutes after its worker stopped, stamped with its last poll's start;
+# a live worker's long poll lasts up to a minute, so "seen lately" is all it says of other workers.
+POLLER_SEEN_WITHIN_S = 75
+
+
+async def _live_pollers(
+    client: Client, namespace: str, queue: str, kind: str, ours: set[str], ours_running: set[str]
+) -> int:
+    """Workers polling `queue`: our own (`dev up`'s) only while their process runs, others when
+    they polled lately."""
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=namespace, task_queue=TaskQueue(name=queue), task_queue_type=POLLED[kind]
+        )
+    )
+    now = time.time()
+    return sum(
+        1
+        for p in resp.pollers
+        if p.identity in ours_running
+        or (p.identity not in ours and now - p.last_access_time.ToSeconds() < POLLER_SEEN_WITHIN_S)
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +179,10 @@ class DevStack:
         self._record(name).unlink(missing_ok=True)
         return True
 
+    @staticmethod
+    def _worker_identity(name: str) -> str:
+        return f"{name}@{socket.gethostname()}"
+
     def worker_names(self) -> list[str]:
         return sorted(p.stem for p in self.run_dir.glob("worker-*.json"))
 
@@ -204,11 +240,18 @@ class DevStack:
     async def _up_postgres(self) -> None:
         if not self.embedded_pg:
             self.say(f"postgres: using {urlsplit(self.settings.database_url).hostname} (not embedded)")
-        elif self.pg.is_running():
-            self.say(f"postgres: already running (pid {self.pg.pid()})")
+        elif self.pg.is_running() and await asyncio.to_thread(self.pg.accepts_connections):
+            self.say(f"postgres: already running (pid {self.pg.pid()}, data {self.pg.data_dir})")
         else:
+            if self.pg.is_running():
+                self.say(
+                    f"postgres: pid {self.pg.pid()} runs but takes no connections (shutting down or hung);"
+                    " stopping it (fast, then immediate) and starting it again"
+                )
+                await asyncio.to_thread(self.pg.stop)
             await asyncio.to_thread(self.pg.start)
-            self.say(f"postgres: started on 127.0.0.1:{self.pg.port} (pid {self.pg.pid()})")
+            where = f"127.0.0.1:{self.pg.port} (pid {self.pg.pid()}, data {self.pg.data_dir})"
+            self.say(f"postgres: started on {where}")
         if self.embedded_pg:
             await self.pg.ensure_database(urlsplit(self.settings.database_url).path.lstrip("/") or "careflow")
         applied = await migrate(self.settings.database_url)
@@ -222,6 +265,7 @@ class DevStack:
             self.say(f"temporal: a server already listens on {self.settings.temporal_address}; using it")
             return
         s = self.settings
+        pragmas = [p.strip() for p in s.temporal_sqlite_pragmas.split(",") if p.strip()]
         argv = [
             temporal_binary(),
             "server",
@@ -241,6 +285,7 @@ class DevStack:
             "--log-level",
             "warn",
             *search_attributes.cli_flags(),
+            *(arg for pragma in pragmas for arg in ("--sqlite-pragma", pragma)),
         ]
         pid = self._spawn("temporal", argv)
         await _wait_for(lambda: _port_open(self.temporal_host, self.temporal_port), "temporal dev server", 60)
@@ -310,7 +355,7 @@ class DevStack:
                     "--task-queue",
                     queue,
                     "--identity",
-                    f"{name}@{socket.gethostname()}",
+                    self._worker_identity(name),
                     "--metrics-port",
                     str(metrics),
                 ],
@@ -318,7 +363,9 @@ class DevStack:
             self.say(f"{name}: started on {queue}, metrics http://127.0.0.1:{metrics}/metrics (pid {pid})")
 
     # -- down -----------------------------------------------------------------------------------
-    def down(self) -> list[str]:
+    def down(self, purge: bool = False) -> list[str]:
+        """Stop everything `up` started; `purge` also deletes the stack's data (Postgres cluster,
+        Temporal's SQLite file, logs, dev secrets): the next `up` starts from nothing."""
         stopped = []
         grace = self.settings.worker_graceful_shutdown_seconds + 5
         for name in ["hl7", *self.worker_names(), "api", "temporal"]:
@@ -331,6 +378,14 @@ class DevStack:
             self.say("postgres: stopped")
         if not stopped:
             self.say("nothing was running")
+        if purge:
+            if self.embedded_pg:
+                self.pg.remove()
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.say(
+                f"deleted the stack's data: {self.home}"
+                + (f" and {self.pg.data_dir}" if self.embedded_pg else "")
+            )
         return stopped
 
     # -- status ---------------------------------------------------------------------------------
@@ -365,7 +420,42 @@ class DevStack:
             states.append(
                 ComponentState(name, pid, pid is not None, "process alive" if pid else "not running")
             )
+        states.extend(await self._queue_states())
         return states
+
+    async def _queue_states(self) -> list[ComponentState]:
+        """A queue nobody polls is a stack that accepts work and never does it: each careflow task
+        queue needs a worker polling it for workflows and for activities (ours or anyone's)."""
+        try:
+            client = await connect(self.settings)
+        except RuntimeError as exc:  # the server is down: its own row already says so
+            return [
+                ComponentState(f"queue {q}", None, False, f"cannot ask Temporal: {exc}")
+                for q in task_queues.ALL
+            ]
+        ns, states = self.settings.temporal_namespace, []
+        running = {self._worker_identity(n) for n in self.worker_names() if self.pid_of(n)}
+        for queue in task_queues.ALL:
+            ours = {self._worker_identity(f"worker-{queue}-{k}") for k in range(64)}
+            counts = {kind: await _live_pollers(client, ns, queue, kind, ours, running) for kind in POLLED}
+            healthy = all(counts.values())
+            detail = ", ".join(f"{n} {kind} poller(s)" for kind, n in counts.items())
+            if not healthy:
+                detail += " - nothing runs its work: `careflow dev up --workers 1`"
+            states.append(ComponentState(f"queue {queue}", None, healthy, detail))
+        return states
+
+    async def failed_recently(self, hours: int = 24, limit: int = 20) -> tuple[int, list[tuple[str, str]]]:
+        """Workflows that ended failed, terminated or timed out in the last `hours`: how many, and
+        the newest `limit` as (workflow type, workflow id).  A resend of its event recovers each."""
+        client = await connect(self.settings)
+        since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
+        query = f"ExecutionStatus IN ('Failed', 'Terminated', 'TimedOut') AND CloseTime > '{since}'"
+        count = (await client.count_workflows(query)).count
+        found = []
+        async for wf in client.list_workflows(query, limit=limit):
+            found.append((wf.workflow_type, wf.id))
+        return count, found
 
     async def _db_ok(self) -> bool:
         import asyncpg

@@ -8,7 +8,6 @@ API, the CLI), so they all share the keys, the database and the server.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,18 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 from careflow.config import Settings
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
+from careflow.net import free_port
 from careflow.security.keys import new_key_spec
 from careflow.security.temporal import data_converter
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +62,7 @@ def postgres(state_home: Path) -> Iterator[EmbeddedPostgres]:
     try:
         yield pg
     finally:
-        pg.stop()
+        pg.remove()
 
 
 @pytest_asyncio.fixture(scope="session")

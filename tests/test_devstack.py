@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
+from careflow.db.embedded import EmbeddedPostgres
+from careflow.net import free_port
+from tests.conftest import ROOT
 
 
 def free_port_run(count: int) -> int:
@@ -66,12 +71,27 @@ def careflow(env: dict[str, str], *args: str, timeout: float = 180) -> subproces
     )
 
 
+def embedded_pg(home: Path) -> EmbeddedPostgres:
+    return EmbeddedPostgres(pgdata=home / "pg", port=0, log_file=home / "logs" / "postgres.log")
+
+
 def recorded_pids(home: Path) -> dict[str, int]:
     pids = {p.stem: json.loads(p.read_text())["pid"] for p in (home / "run").glob("*.json")}
-    pg = home / "pg" / "postmaster.pid"
-    if pg.exists():
-        pids["postgres"] = int(pg.read_text().split()[0])
+    pg = embedded_pg(home).pid()
+    if pg is not None:
+        pids["postgres"] = pg
     return pids
+
+
+def temporal_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "temporal"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def processes_of(home: Path) -> list[psutil.Process]:
@@ -156,28 +176,44 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
                 )
             },
         )
-        listed = subprocess.run(
-            [str(Path(sys.executable).parent / "temporal"), "workflow", "list", "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        listed = temporal_cli(env, "workflow", "list", "-o", "json")
         before = {w["execution"]["workflowId"] for w in json.loads(listed.stdout)}
         assert before
         down = careflow(stack_env, "dev", "down")
         assert down.returncode == 0, down.stderr
         assert careflow(stack_env, "dev", "up", "--no-check").returncode == 0
-        relisted = subprocess.run(
-            [str(Path(sys.executable).parent / "temporal"), "workflow", "list", "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        relisted = temporal_cli(env, "workflow", "list", "-o", "json")
         assert before <= {w["execution"]["workflowId"] for w in json.loads(relisted.stdout)}
+
+        # Durable under kill -9 (SQLite in WAL mode, synchronous FULL): a start the server has
+        # acknowledged is there after the server is killed without warning and started again.
+        durable = f"durability-{uuid.uuid4().hex[:8]}"
+        started = temporal_cli(
+            env, "workflow", "start", "--type", "NoSuchWorkflow", "--task-queue", "nobody", "-w", durable
+        )
+        assert started.returncode == 0, started.stderr
+        os.killpg(recorded_pids(home)["temporal"], signal.SIGKILL)
+        assert careflow(stack_env, "dev", "up", "--no-check").returncode == 0
+        described = temporal_cli(env, "workflow", "describe", "-w", durable, "-o", "json")
+        assert described.returncode == 0, described.stderr
+        assert (
+            json.loads(described.stdout)["workflowExecutionInfo"]["status"]
+            == "WORKFLOW_EXECUTION_STATUS_RUNNING"
+        )
+        temporal_cli(env, "workflow", "terminate", "-w", durable, "--reason", "test")
+
+        # A stack whose queue nobody polls is not healthy: it would accept work and never do it.
+        assert careflow(stack_env, "dev", "up", "--workers", "0", "--no-check").returncode == 0
+        idle = careflow(stack_env, "dev", "status", "--no-canary")
+        assert idle.returncode == 1, idle.stdout
+        assert "careflow dev up --workers 1" in idle.stdout
+        assert careflow(stack_env, "dev", "up", "--workers", "1", "--no-check").returncode == 0
+        # Healthy again once the new worker polls; the terminated run is named as failed in the last day.
+        deadline = time.monotonic() + 60
+        while (back := careflow(stack_env, "dev", "status", "--no-canary")).returncode != 0:
+            assert time.monotonic() < deadline, back.stdout
+            time.sleep(1)
+        assert "in the last 24 h: 1" in back.stdout and durable in back.stdout, back.stdout
 
         pids = recorded_pids(home)
         down = careflow(stack_env, "dev", "down")
@@ -188,4 +224,5 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         status = careflow(stack_env, "dev", "status", "--no-canary")
         assert status.returncode == 1
     finally:
-        careflow(stack_env, "dev", "down")
+        careflow(stack_env, "dev", "down", "--purge")
+    assert not home.exists() and not embedded_pg(home).data_dir.exists()

@@ -19,8 +19,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from careflow.config import Settings
+from careflow.net import free_port
 from starters.history import export_history
-from tests.conftest import BIN, ROOT, free_port
+from tests.conftest import BIN, ROOT
 from tests.support.hold import HoldInput, HoldWorkflow, hold
 from tests.support.wait import wait_until
 from workers.registry import replayer, sandbox_runner

@@ -26,7 +26,7 @@ from activities.fhir import (
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.fhir.client import FhirClient
-from tests.conftest import free_port
+from careflow.net import free_port
 from tests.support.fhir_sandbox import sandbox
 
 

@@ -36,8 +36,8 @@ from careflow.fhir.client import (
     FhirUnavailable,
     FhirValidationError,
 )
+from careflow.net import free_port
 from careflow.security.logging import configure_logging, get_logger
-from tests.conftest import free_port
 from tests.support.fhir_sandbox import sandbox, serve
 
 FHIR = "application/fhir+json"

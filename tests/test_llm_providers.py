@@ -16,7 +16,7 @@ from careflow.llm.providers.openai_compatible import OpenAICompatibleProvider
 from careflow.llm.structured import parse_output
 from careflow.llm.tasks import TASKS, RagAnswer
 from careflow.llm.types import CompletionRequest, Evidence, Message, ProviderError
-from tests.conftest import free_port
+from careflow.net import free_port
 from tests.support.fake_upstreams import Reply, fake_anthropic, fake_openai
 
 PINNED = "claude-sonnet-4-6-20260115"

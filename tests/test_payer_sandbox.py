@@ -22,11 +22,11 @@ from fastapi import FastAPI
 from careflow.config import Settings
 from careflow.fhir import codes
 from careflow.fhir.resources import validate_resource
+from careflow.net import free_port
 from careflow.payer.client import PayerClient, PayerRejected, PayerUnavailable
 from careflow.payer.pas import CLAIM_ID_SYSTEM, Code, build_pas_bundle, claim_identifier
 from careflow.payer.sandbox import SandboxPolicy
 from starters.api import create_app
-from tests.conftest import free_port
 from tests.support.serving import serve
 
 SEMAGLUTIDE = Code(codes.RXNORM, "1991302", "semaglutide")

