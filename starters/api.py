@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -13,6 +14,7 @@ from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.security.codec import EncryptionCodec
 from careflow.security.keys import codec_tokens, payload_keyring
+from careflow.security.request_limits import RequestLimits
 from starters import api_fhir, api_gateway, api_orders, api_payer, api_rag
 from starters.codec_server import codec_router
 
@@ -38,6 +40,9 @@ def create_app(settings: Settings) -> FastAPI:
         allow_headers=["content-type", "x-namespace", "authorization"],
         allow_credentials=True,
     )
+    app.add_middleware(
+        RequestLimits, max_body_bytes=settings.api_max_body_bytes, max_depth=settings.api_max_json_depth
+    )
     app.include_router(codec_router(codec.encode, codec.decode, tokens))
     # Routers of the building blocks (starters/api_<area>.py), one line each.
     app.include_router(api_gateway.router)
@@ -48,11 +53,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        # A new session, not a pooled one: a Postgres that is shutting down still serves the
+        # sessions it has, and refuses new ones, which is what every other process will meet.
         try:
-            async with app.state.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+            conn = await asyncpg.connect(settings.database_url, timeout=3)
+            try:
+                await conn.fetchval("SELECT 1", timeout=3)
+            finally:
+                await conn.close()
             db = "ok"
-        except Exception as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             db = f"error: {type(exc).__name__}"
         return {"status": "ok" if db == "ok" else "degraded", "database": db}
 

@@ -21,7 +21,7 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from careflow.config import Settings
 from careflow.llm.cost import BREAKER_STATE_VALUE
@@ -35,7 +35,14 @@ from careflow.llm.errors import (
     UnknownTeam,
 )
 from careflow.llm.gateway import Gateway
-from careflow.llm.types import CompletionRequest, CompletionResponse, Message, ProviderError, Tier
+from careflow.llm.types import (
+    MAX_OUTPUT_TOKENS,
+    CompletionRequest,
+    CompletionResponse,
+    Message,
+    ProviderError,
+    Tier,
+)
 from careflow.security.logging import get_logger
 from careflow.validation import error_fields
 
@@ -59,13 +66,16 @@ class _InMessage(BaseModel):
 
 
 class MessagesBody(BaseModel):
+    """The Anthropic Messages API's request, as strictly typed as Anthropic types it: a non-empty
+    `messages`, an integer `max_tokens` within the models' output limit, a boolean `stream`."""
+
     model_config = ConfigDict(extra="ignore")  # metadata, stop_sequences, ...: accepted, not used
     model: str
-    max_tokens: int
-    messages: list[_InMessage]
+    max_tokens: StrictInt = Field(gt=0, le=MAX_OUTPUT_TOKENS)
+    messages: list[_InMessage] = Field(min_length=1)
     system: str | list[_TextBlock] | None = None
-    temperature: float = 0.0
-    stream: bool = False
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    stream: StrictBool = False
 
 
 def _text(content: str | list[_TextBlock] | None) -> str:

@@ -34,7 +34,8 @@ def codec_router(encode: Transform, decode: Transform, tokens: list[str]) -> API
             header = request.headers.get("authorization", "")
             scheme, _, value = header.partition(" ")
             offered, kind = (value.strip(), "bearer") if scheme.lower() == "bearer" else (None, "none")
-        if offered and any(secrets.compare_digest(offered, t) for t in tokens):
+        # As bytes: compare_digest raises on a non-ASCII str, and a token is whatever a caller sends.
+        if offered and any(secrets.compare_digest(offered.encode(), t.encode()) for t in tokens):
             return kind
         raise HTTPException(status_code=401, detail="codec endpoint needs a valid bearer token")
 

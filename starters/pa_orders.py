@@ -1,10 +1,8 @@
 """Start the prior-auth workflow for an order: one workflow per order, id `prior-auth-<order id>`.
 
 Every entry point (the EHR's order event `POST /v1/events/orders`, `careflow pa submit|batch`, the
-demo, the bench) goes through `start_prior_auth`.  A duplicate event never starts a second workflow:
-the start uses the id-conflict policy FAIL and the reuse policy REJECT_DUPLICATE, and the
-WorkflowAlreadyStartedError it raises for a running *or* finished workflow means "attach to it" (which
-is what USE_EXISTING does too, but this way the caller also learns whether it started one).
+demo, the bench) goes through `start_prior_auth`.  A duplicate event never starts a second workflow
+and a resend after a failed or terminated run starts it again (starters/keyed_start.py).
 """
 
 from __future__ import annotations
@@ -14,15 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from careflow import task_queues
+from starters.keyed_start import start_keyed
 from workflows import search_attributes as sa
 
 WORKFLOW_TYPE = "PriorAuthWorkflow"
@@ -39,7 +32,7 @@ def workflow_id(order_id: str) -> str:
 @dataclass(frozen=True)
 class Started:
     workflow_id: str
-    started: bool  # False: a workflow for this order already existed (running or finished)
+    started: bool  # False: a workflow for this order is running or has completed
 
 
 async def start_prior_auth(
@@ -53,24 +46,20 @@ async def start_prior_auth(
     if not ORDER_ID_RE.match(order_id):
         raise ValueError("order_id must be 1-100 characters [A-Za-z0-9._-]")
     wid = workflow_id(order_id)
-    try:
-        await client.start_workflow(
-            WORKFLOW_TYPE,
-            arg={"order_id": order_id, "tenant_id": tenant_id, "priority": priority},
-            id=wid,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            # Visible (and listable) from the first moment; the workflow keeps STAGE current.
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.PIPELINE, PIPELINE),
-                    SearchAttributePair(sa.STAGE, "received"),
-                    SearchAttributePair(sa.TENANT, tenant_id),
-                    SearchAttributePair(sa.PRIORITY, priority),
-                ]
-            ),
-        )
-    except WorkflowAlreadyStartedError:
-        return Started(wid, started=False)
-    return Started(wid, started=True)
+    started = await start_keyed(
+        client,
+        WORKFLOW_TYPE,
+        {"order_id": order_id, "tenant_id": tenant_id, "priority": priority},
+        id=wid,
+        task_queue=task_queue,
+        # Visible (and listable) from the first moment; the workflow keeps STAGE current.
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.PIPELINE, PIPELINE),
+                SearchAttributePair(sa.STAGE, "received"),
+                SearchAttributePair(sa.TENANT, tenant_id),
+                SearchAttributePair(sa.PRIORITY, priority),
+            ]
+        ),
+    )
+    return Started(wid, started=started)

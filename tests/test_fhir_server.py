@@ -392,6 +392,14 @@ async def test_search_identifier_id_sort_lastupdated_and_paging(
         assert "previous" in {link["relation"] for link in page["link"]}
     assert seen == ascending
 
+    # Sorted searches that match nothing, and a page past the end, still count (the sort's own
+    # query argument once broke the count: an MRN searched as a patient id answered 500).
+    for params in ({"patient": "not-a-known-patient", "_sort": "-date"}, {"_sort": "-date", "patient": "x"}):
+        empty = await search(http, "Encounter", params)
+        assert empty["total"] == 0 and not ids(empty)
+    past = await search(http, "Observation", {"_sort": "-date", "patient": pid, "_offset": "50"})
+    assert past["total"] == 6 and not ids(past)
+
 
 # -- conditional create ---------------------------------------------------------------------------------
 async def test_conditional_create(http: httpx.AsyncClient) -> None:

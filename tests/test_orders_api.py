@@ -7,13 +7,16 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 
+import asyncpg
 import httpx
 import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from careflow.config import Settings
 from careflow.llm.config import GatewayConfig
+from careflow.llm.teams import Team, TeamStore
 from starters.api import create_app
 from starters.api_gateway import sign_team_token
 from tests.support.serving import serve
@@ -24,6 +27,20 @@ from workflows import search_attributes as sa
 class Api:
     http: httpx.AsyncClient
     token: str
+    settings: Settings
+
+    async def team_token(self, *, tenants: list[str], phi: bool) -> str:
+        """A token of a new team with these grants."""
+        team_id = f"team-{uuid.uuid4().hex[:8]}"
+        pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=1)
+        try:
+            team = Team(team_id=team_id, monthly_budget_usd=Decimal(10), tokens_per_minute=10_000)
+            await TeamStore(pool).create(
+                team.model_copy(update={"phi_permitted": phi, "kb_tenants": tenants})
+            )
+        finally:
+            await pool.close()
+        return sign_team_token(GatewayConfig().signing_secret(self.settings), team_id, ttl_days=1)
 
     async def order(self, body: object, token: str | None = None) -> httpx.Response:
         headers = {"x-api-key": token if token is not None else self.token}
@@ -35,9 +52,10 @@ async def api(settings: Settings, task_queue: str) -> AsyncIterator[Api]:
     app = create_app(settings)
     # No worker polls this queue: the test is about starting, not running, the workflow.
     app.state.orders_task_queue = task_queue
-    token = sign_team_token(GatewayConfig().signing_secret(settings), "ehr-orders", ttl_days=1)
     async with serve(app) as root, httpx.AsyncClient(base_url=root, timeout=30) as http:
-        yield Api(http, token)
+        api = Api(http, "", settings)
+        api.token = await api.team_token(tenants=["default"], phi=True)  # the EHR's integration team
+        yield api
 
 
 async def runs_of(client: Client, wid: str) -> int:
@@ -63,11 +81,32 @@ async def test_order_event_starts_one_workflow_and_duplicates_attach(api: Api, c
     assert desc.typed_search_attributes.get(sa.PRIORITY) == "expedited"
     assert desc.typed_search_attributes.get(sa.TENANT) == "default"
 
-    # Once the workflow has closed, the same event still starts nothing new.
+    # A run that failed or was terminated is recovered by sending the event again.
     await handle.terminate("test over")
     again = await api.order({"order_id": order})
-    assert again.json() == {"workflow_id": wid, "started": False}
-    assert await runs_of(client, wid) == 1
+    assert again.json() == {"workflow_id": wid, "started": True}
+    assert await runs_of(client, wid) == 2
+    await handle.terminate("test over")
+
+
+async def test_order_event_needs_the_tenant_grant_and_phi_permission(api: Api, client: Client) -> None:
+    east_only = await api.team_token(tenants=["east"], phi=True)
+    no_phi = await api.team_token(tenants=["default"], phi=False)
+    for token, body in (
+        (east_only, {"order_id": f"ord-api-{uuid.uuid4().hex[:8]}", "tenant_id": "default"}),
+        (no_phi, {"order_id": f"ord-api-{uuid.uuid4().hex[:8]}"}),
+    ):
+        resp = await api.order(body, token=token)
+        assert resp.status_code == 403, resp.text
+        assert resp.json()["error"]["type"] == "permission_error"
+        assert await runs_of(client, f"prior-auth-{body['order_id']}") == 0
+    # The team's only tenant is the default when the event names none.
+    order = f"ord-api-{uuid.uuid4().hex[:8]}"
+    ok = await api.order({"order_id": order}, token=east_only)
+    assert ok.status_code == 202, ok.text
+    desc = await client.get_workflow_handle(f"prior-auth-{order}").describe()
+    assert desc.typed_search_attributes.get(sa.TENANT) == "east"
+    await client.get_workflow_handle(f"prior-auth-{order}").terminate("test over")
 
 
 async def test_order_event_needs_a_team_token(api: Api) -> None:
@@ -86,4 +125,4 @@ async def test_invalid_order_events_are_refused_without_echo(api: Api) -> None:
         resp = await api.order(body)
         assert resp.status_code == 400, body
         assert "Jane" not in resp.text and "urgent-please" not in resp.text
-        assert resp.json()["error"].startswith("invalid order event")
+        assert resp.json()["error"]["message"].startswith("invalid request")

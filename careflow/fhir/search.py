@@ -112,6 +112,7 @@ PATIENT_ELEMENT: dict[str, str] = {
     "Group": "",
 }
 _CHOICE_SUFFIXES = ("DateTime", "Period", "Instant", "Date")
+MAX_INT_DIGITS = 9  # _count, _offset, version ids: far below Postgres's integer limits
 RESULT_PARAMS = frozenset({"_count", "_offset", "_sort", "_total", "_format", "_pretty"})
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 
@@ -522,8 +523,8 @@ def _result_param(q: Query, name: str, raw: str) -> None:
     if name in ("_format", "_pretty", "_total"):
         return
     if name in ("_count", "_offset"):
-        if not raw.isdigit():
-            raise _bad(f"{name} must be a non-negative integer", name)
+        if not raw.isdigit() or len(raw) > MAX_INT_DIGITS:
+            raise _bad(f"{name} must be an integer from 0 to {10**MAX_INT_DIGITS - 1}", name)
         if name == "_count":
             q.count = min(int(raw), MAX_COUNT)
         else:

@@ -60,7 +60,6 @@ from careflow.fhir.store import (
 )
 from careflow.security.logging import get_logger
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 
 Handler = Callable[..., Awaitable[Response]]
@@ -150,9 +149,7 @@ async def _json_body(request: Request) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype not in _JSON_TYPES:
         raise request_error(415, "not-supported", "send application/fhir+json")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise request_error(413, "too-costly", f"the body exceeds {MAX_BODY_BYTES} bytes")
+    body = await request.body()  # its size and depth were checked before (security/request_limits.py)
     try:
         return loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -422,9 +419,13 @@ def build_router() -> APIRouter:
         count = (
             min(int(params.get("_count", "50")), search.MAX_COUNT)
             if params.get("_count", "50").isdigit()
+            and len(params.get("_count", "50")) <= search.MAX_INT_DIGITS
             else 50
         )
-        offset = int(params["_offset"]) if params.get("_offset", "").isdigit() else 0
+        raw_offset = params.get("_offset", "0")
+        if not raw_offset.isdigit() or len(raw_offset) > search.MAX_INT_DIGITS:
+            raise request_error(400, "invalid", "_offset must be a non-negative integer below 1e9", "_offset")
+        offset = int(raw_offset)
         total, rows = await _store(request).history(rtype, rid, count, offset)
         return fhir_response(200, _history_bundle(_base(request, 3), rtype, rid, total, rows, count, offset))
 
@@ -433,8 +434,8 @@ def build_router() -> APIRouter:
     async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
         _check_type(rtype)
         _check_id(rid)
-        if not vid.isdigit():
-            raise request_error(400, "invalid", "a version id is a number", "vid")
+        if not vid.isdigit() or len(vid) > search.MAX_INT_DIGITS:
+            raise request_error(400, "invalid", "a version id is a number below 1e9", "vid")
         stored = await _store(request).vread(rtype, rid, int(vid))
         return fhir_response(200, stored.doc, _version_headers(stored, _base(request, 4)))
 

@@ -238,8 +238,14 @@ class FhirStore:
         )
         if rows:
             total = rows[0]["total"]
-        else:
-            total = await db.fetchval(f"SELECT count(*) FROM fhir_resources r WHERE {where}", *args)  # noqa: S608
+        elif q.offset == 0:
+            total = 0
+        else:  # a page past the end: count with the same statement (its arguments include _sort's)
+            total = await db.fetchval(
+                f"SELECT count(*) OVER () FROM fhir_resources r WHERE {where} ORDER BY {order} LIMIT 1",  # noqa: S608
+                *args,
+            )
+            total = total or 0
         return total, [Stored(q.rtype, r["id"], r["version_id"], r["last_updated"], r["doc"]) for r in rows]
 
     # -- writes ------------------------------------------------------------------------------------

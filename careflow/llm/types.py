@@ -12,6 +12,9 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+# The most output tokens any model careflow routes to accepts in one call (Claude's largest).
+MAX_OUTPUT_TOKENS = 128_000
+
 
 class Tier(StrEnum):
     FRONTIER = "frontier"
@@ -34,7 +37,7 @@ class Message(BaseModel):
 class CompletionRequest(BaseModel):
     system: str
     messages: list[Message]
-    max_tokens: int = Field(1024, ge=1)
+    max_tokens: int = Field(1024, ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float = 0.0
     task: str | None = None  # careflow task name, e.g. "pa_justification"
     task_input: dict[str, object] = Field(default_factory=dict)

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
+from careflow.security.request_limits import RequestLimits
 from starters import api_fhir
 from tests.support.serving import serve
 
@@ -30,6 +31,7 @@ def sandbox_app(database_url: str, pool_size: int = 10) -> FastAPI:
             await app.state.pool.close()
 
     app = FastAPI(lifespan=lifespan)
+    app.add_middleware(RequestLimits)
     app.include_router(api_fhir.router, prefix=PREFIX)
     return app
 
