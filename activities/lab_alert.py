@@ -41,6 +41,19 @@ PIPELINE_TEAM = "careflow-pipelines"  # migration 0006
 ALERT_IDENTIFIER_SYSTEM = "urn:careflow:lab-alert"
 LOINC = "http://loinc.org"
 ROLE_CODES = {"charge_nurse": "charge-nurse", "chief": "department-chief"}
+HL7_FACILITY_SYSTEM = "urn:careflow:hl7-facility"
+MRN_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}
+
+
+def _subject(d: AlertDelivery) -> dict[str, Any]:
+    """Task.for: the EHR's Patient, or, unmatched, a logical reference by the MRN the lab sent (the
+    EHR is the PHI store; the audit trail keeps only the keyed hash)."""
+    if d.unmatched is None:
+        return {"reference": f"Patient/{d.patient_id}"}
+    return {
+        "identifier": {"type": MRN_TYPE, "value": d.unmatched.mrn},
+        "display": d.unmatched.describe(),
+    }
 
 
 class FhirSearch(Protocol):
@@ -167,13 +180,20 @@ def _ref_id(ref: dict[str, Any] | None, resource_type: str) -> str | None:
 
 class LabAlertActivities:
     def __init__(
-        self, fhir: FhirSearch, assessor: UrgencyAssessor, notifier: Notifier, audit: AuditSink, actor: str
+        self,
+        fhir: FhirSearch,
+        assessor: UrgencyAssessor,
+        notifier: Notifier,
+        audit: AuditSink,
+        actor: str,
+        pseudonym: Callable[[str, str], str],
     ) -> None:
         self._fhir = fhir
         self._assessor = assessor
         self._notifier = notifier
         self._audit = audit
         self._actor = actor
+        self._pseudonym = pseudonym
 
     @activity.defn(name="lab.patient_context")
     async def patient_context(self, req: ContextRequest) -> PatientLabContext:
@@ -187,7 +207,17 @@ class LabAlertActivities:
         wid = activity.info().workflow_id
         # PID-3 carries the MRN; the EHR's Patient id is what FHIR searches take.
         matches = await self._fhir.search("Patient", {"identifier": req.patient_id}, workflow_id=wid)
-        patient_id = matches[0]["id"] if len(matches) == 1 else req.patient_id
+        if len(matches) != 1:
+            # Unknown MRN (or several Patients share it): nothing of the chart can be read, and a
+            # guess would be wrong.  The alert still goes out, from what the message says.
+            ctx = PatientLabContext(
+                patient_matched=False,
+                unmatched_key=self._pseudonym("mrn", req.patient_id),
+                missing=[f"patient not matched in the EHR ({len(matches)} Patients with this MRN)"],
+            )
+            await self._roster(ctx, wid)
+            return ctx
+        patient_id = matches[0]["id"]
         ctx = PatientLabContext(fhir_patient_id=patient_id)
         observations = await self._fhir.search(
             "Observation",
@@ -220,6 +250,11 @@ class LabAlertActivities:
                 ctx.physician_id = ctx.physician_id or _ref_id(part.get("individual"), "Practitioner")
         if ctx.physician_id is None:
             ctx.missing.append("no responsible physician on a recent encounter")
+        await self._roster(ctx, wid)
+        return ctx
+
+    async def _roster(self, ctx: PatientLabContext, wid: str | None) -> None:
+        """Who an alert escalates to: the charge nurse and the department chief on the roster."""
         for level, code in ROLE_CODES.items():
             roles = await self._fhir.search(
                 "PractitionerRole", {"code": code, "_count": "1"}, workflow_id=wid
@@ -228,7 +263,6 @@ class LabAlertActivities:
             setattr(ctx, f"{level}_id", pid)
             if pid is None:
                 ctx.missing.append(f"no {code} on the roster")
-        return ctx
 
     @activity.defn(name="lab.assess")
     async def assess(self, req: AssessRequest) -> Assessment:
@@ -240,7 +274,7 @@ class LabAlertActivities:
                 event_type=AuditEventType.AI_INFERENCE,
                 actor=self._actor,
                 action=AuditAction.EXECUTE,
-                patient_id=req.context.fhir_patient_id or req.result.patient_id,
+                patient_id=req.context.audit_subject,  # never the raw MRN of an unmatched patient
                 resource_type="Observation",
                 request_id=f"{req.workflow_id}:assess",
                 workflow_id=req.workflow_id,
@@ -263,7 +297,7 @@ class LabAlertActivities:
             "intent": "order",
             "priority": "stat",
             "code": {"text": "Acknowledge critical laboratory result"},
-            "for": {"reference": f"Patient/{d.patient_id}"},
+            "for": _subject(d),
             "authoredOn": datetime.now(UTC).isoformat(),
             "description": d.summary,
             "input": [
@@ -273,6 +307,11 @@ class LabAlertActivities:
         }
         if d.recipient_id:
             task["owner"] = {"reference": f"Practitioner/{d.recipient_id}"}
+        elif d.level == "lab" and d.unmatched is not None:
+            task["owner"] = {
+                "identifier": {"system": HL7_FACILITY_SYSTEM, "value": d.unmatched.facility},
+                "display": f"Laboratory {d.unmatched.facility}".strip(),
+            }
         try:
             created, _ = await self._fhir.conditional_create(
                 task, f"{ALERT_IDENTIFIER_SYSTEM}|{key}", workflow_id=d.workflow_id

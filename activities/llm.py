@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.llm.errors import (
     BudgetExceeded,
@@ -30,6 +31,7 @@ from careflow.llm.errors import (
 )
 from careflow.llm.gateway import Gateway
 from careflow.llm.types import Evidence, ProviderError, Tier
+from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 from careflow.validation import error_fields
 
 
@@ -42,6 +44,7 @@ class DraftInput(BaseModel):
     evidence: list[Evidence] = Field(default_factory=list)
     request_id: str  # from the workflow id and step, never the run id
     contains_phi: bool | None = None  # None: the task's own declaration
+    patient_id: str | None = None  # whose data the call carries: the audit trail's subject
 
 
 class DraftOutput(BaseModel):
@@ -121,11 +124,17 @@ class LlmActivities:
     """Built once per worker process; the gateway (provider clients included) on first use."""
 
     def __init__(
-        self, pool: asyncpg.Pool, settings: Settings | None = None, gateway: Gateway | None = None
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings | None = None,
+        gateway: Gateway | None = None,
+        actor: str = "careflow-worker",
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._gateway = gateway
+        self._audit = PostgresAuditTrail(pool)
+        self._actor = actor
 
     @property
     def gateway(self) -> Gateway:
@@ -150,6 +159,22 @@ class LlmActivities:
             )
         except (GatewayError, ProviderError, ValidationError, KeyError) as exc:
             raise to_application_error(exc) from None
+        if rec.contains_phi:  # an inference over PHI is an audited access, in every pipeline
+            await self._audit.record(
+                AuditEvent(
+                    event_type=AuditEventType.AI_INFERENCE,
+                    actor=self._actor,
+                    action=AuditAction.EXECUTE,
+                    patient_id=inp.patient_id,
+                    request_id=request_id,
+                    workflow_id=activity.info().workflow_id,
+                    detail={
+                        "task": inp.task,
+                        "use_case": inp.use_case,
+                        "engine": f"{rec.provider}/{rec.model}",
+                    },
+                )
+            )
         return DraftOutput(
             task=inp.task,
             output=parsed.model_dump(mode="json"),

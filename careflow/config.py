@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     payload_key_id: str | None = None
     # Bearer token(s) accepted by the codec endpoint, comma separated.
     codec_tokens: SecretStr | None = None
+    # Key of the keyed hashes that stand in for raw identifiers outside the PHI store (an MRN the
+    # EHR does not know, in the audit trail).  Keep it stable: a new key makes new pseudonyms.
+    pseudonym_key: SecretStr | None = None
 
     # Workers
     worker_max_concurrent_activities: int = Field(64, ge=1)

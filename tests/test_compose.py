@@ -6,7 +6,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE = ROOT / "docker-compose.temporal.yml"
-SECRETS = {"POSTGRES_PASSWORD": "pw", "CAREFLOW_PAYLOAD_KEYS": "k1:AAAA", "CAREFLOW_CODEC_TOKEN": "tok"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pw",
+    "CAREFLOW_PAYLOAD_KEYS": "k1:AAAA",
+    "CAREFLOW_CODEC_TOKEN": "tok",
+    "CAREFLOW_PSEUDONYM_KEY": "pk",
+}
 
 
 def compose_binary() -> str:
@@ -53,6 +58,8 @@ def test_compose_file_is_valid_and_production_shaped() -> None:
 
 def test_compose_refuses_to_run_without_secrets() -> None:
     env = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    proc = compose_config({**env, "POSTGRES_PASSWORD": "pw", "CAREFLOW_CODEC_TOKEN": "tok"})
+    proc = compose_config(
+        {**env, "POSTGRES_PASSWORD": "pw", "CAREFLOW_CODEC_TOKEN": "tok", "CAREFLOW_PSEUDONYM_KEY": "pk"}
+    )
     assert proc.returncode != 0
     assert "CAREFLOW_PAYLOAD_KEYS" in proc.stderr

@@ -157,3 +157,10 @@ def test_framer_survives_arbitrary_bytes(data: bytes) -> None:
         assert isinstance(item, Frame | Oversize)
         if isinstance(item, Frame):
             assert len(item.payload) <= 128
+
+
+def test_patient_and_ordering_provider_as_the_message_names_them() -> None:
+    msg = parse_oru(oru(ordering_provider="9876^HOUSE^GREGORY^M"))
+    assert (msg.patient_name, msg.birth_date) == ("JANE DOE", "1950-01-01")
+    assert msg.orders[0].ordering_provider == "GREGORY M HOUSE (9876)"
+    assert parse_oru(oru()).orders[0].ordering_provider == ""

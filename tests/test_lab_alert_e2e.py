@@ -6,8 +6,10 @@ a CKD patient whose baseline is raised (no alert)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,11 +21,18 @@ from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.fhir.client import FhirClient
 from careflow.fhir.synthetic import generate_ehr
+from careflow.hl7.oru import parse_oru
+from careflow.labs.normalise import results_from_oru
 from careflow.models.lab_alert import AlertAck, LabAlertInput, LabResult, Urgency
+from starters.history import export_history
 from tests.support.fhir_sandbox import PREFIX, sandbox_app, serve
+from tests.support.hl7_samples import oru
 from tests.support.http_receiver import http_receiver
+from tests.support.wait import wait_until
 from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
 from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
+
+HISTORIES = Path(__file__).parent / "histories"
 
 
 @pytest.mark.parametrize("scenario", ["normal-baseline", "ckd-baseline"])
@@ -70,8 +79,6 @@ async def test_same_creatinine_alerts_only_the_patient_with_a_normal_baseline(
             if want_ckd:
                 out = await handle.result()
             else:
-                from tests.support.wait import wait_until
-
                 await wait_until(lambda: push.requests, timeout=60, what="the push notification")
                 await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="dr-test"))
                 out = await handle.result()
@@ -112,3 +119,85 @@ async def _audit_kinds(pool: asyncpg.Pool, wid: str) -> list[tuple[str, str]]:
 async def _audit_rows(pool: asyncpg.Pool, wid: str) -> set[str]:
     rows = await pool.fetch("SELECT resource_type FROM audit_events WHERE workflow_id = $1", wid)
     return {r["resource_type"] for r in rows}
+
+
+async def test_unknown_mrn_still_alerts_the_lab_and_the_charge_nurse(
+    client: Client, database_url: str, task_queue: str
+) -> None:
+    """A critical potassium for an MRN the EHR does not know: no chart to read, no physician to
+    find, and still an alert, flagged, with what the message says of the patient, to the lab and the
+    charge nurse at once and to the chief at 15 minutes.  The audit trail never holds the raw MRN."""
+    ehr = generate_ehr(seed=11, patients=2, as_of=datetime.now(UTC).date())
+    mrn = f"MRN-UNK-{uuid.uuid4().hex[:8]}"
+    message = parse_oru(
+        oru(
+            "UNMATCHED-1",
+            patient_id=mrn,
+            filler=f"FIL-{uuid.uuid4().hex[:8]}",
+            results=[("2823-3", "Potassium", "7.1", "mmol/L", "3.5-5.1", "HH")],
+            ordering_provider="9876^HOUSE^GREGORY",
+        )
+    )
+    [result] = results_from_oru(message, datetime.now(UTC))
+    wid = workflow_id(result.result_key)
+    pool = await create_pool(Settings())
+    async with serve(sandbox_app(database_url)) as root, http_receiver() as push:
+        base = root + PREFIX
+        async with FhirClient(base, audit=PostgresAuditTrail(pool), actor="test-loader") as fhir:
+            await fhir.transaction(ehr.bundles[0])  # the staff roster only
+        settings = Settings(fhir_base_url=base, notify_webhook_url=push.url)
+        clients = ProcessClients(settings, pool, client.data_converter.payload_codec, f"worker-{task_queue}")
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=workflows_for("careflow-main"),
+            activities=activities_for("careflow-main", clients),
+            workflow_runner=sandbox_runner(),
+        ):
+            handle = await client.start_workflow(
+                LabResultAlertWorkflow.run, LabAlertInput(result=result), id=wid, task_queue=task_queue
+            )
+            await wait_until(
+                lambda: len(push.requests) == 2, timeout=60, what="the lab and charge nurse pushes"
+            )
+            await handle.signal(
+                LabResultAlertWorkflow.acknowledge, AlertAck(by="rn-charge", role="charge_nurse")
+            )
+            out = await handle.result()
+        if os.environ.get("CAREFLOW_RECORD_HISTORIES") == "1":
+            written = await export_history(client, wid, HISTORIES)
+            written.replace(HISTORIES / "LabResultAlertWorkflow-unmatched-patient.json")
+        async with FhirClient(base, audit=PostgresAuditTrail(pool), actor="test-reader") as fhir:
+            tasks = {
+                level: await fhir.search(
+                    "Task", {"identifier": f"urn:careflow:lab-alert|{result.result_key}-{level}"}
+                )
+                for level in ("lab", "charge_nurse", "physician")
+            }
+    try:
+        assert out.assessment.urgency == Urgency.CRITICAL
+        assert out.status.stage == "acknowledged"
+        assert [d.level for d in out.status.deliveries] == ["lab", "charge_nurse"]
+        assert tasks["physician"] == []
+        [lab], [nurse] = tasks["lab"], tasks["charge_nurse"]
+        for task in (lab, nurse):
+            assert task["for"]["identifier"]["value"] == mrn and "reference" not in task["for"]
+            assert task["description"].startswith("PATIENT NOT MATCHED IN THE EHR: JANE DOE, born 1950-01-01")
+            assert "GREGORY HOUSE (9876)" in task["description"]
+        assert lab["owner"]["identifier"]["value"] == "GENHOSP"
+        assert nurse["owner"]["reference"].startswith("Practitioner/")
+        assert {r["body"]["level"] for r in push.requests} == {"lab", "charge_nurse"}
+        assert all("PATIENT NOT MATCHED" in r["body"]["summary"] for r in push.requests)
+        # The audit trail names the patient by a keyed hash, never by the MRN the lab sent.
+        subjects = {
+            r["patient_id"]
+            for r in await pool.fetch("SELECT patient_id FROM audit_events WHERE workflow_id = $1", wid)
+        }
+        assert mrn not in subjects
+        assert any(s and s.startswith("mrn-") for s in subjects)
+        assert (
+            await pool.fetchval("SELECT count(*) FROM audit_events WHERE detail::text LIKE $1", f"%{mrn}%")
+            == 0
+        )
+    finally:
+        await pool.close()

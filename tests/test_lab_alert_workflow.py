@@ -43,6 +43,10 @@ async def record_audit(inp: RecordAuditInput) -> RecordAuditOutput:
 
 @activity.defn(name="lab.patient_context")
 async def patient_context(req: ContextRequest) -> PatientLabContext:
+    if req.patient_id.startswith("unknown-"):  # an MRN the EHR does not know
+        return PatientLabContext(
+            patient_matched=False, unmatched_key="mrn-test", charge_nurse_id="rn-1", chief_id="chief-1"
+        )
     return PatientLabContext(baseline=[0.9], physician_id="dr-1", charge_nurse_id="rn-1", chief_id="chief-1")
 
 
@@ -70,9 +74,13 @@ async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncItera
         yield time_skipping
 
 
-async def start(env: WorkflowEnvironment, task_queue: str, value: float = 6.9) -> WorkflowHandle:
+async def start(
+    env: WorkflowEnvironment, task_queue: str, value: float = 6.9, patient_id: str = "pat-1"
+) -> WorkflowHandle:
     key = uuid.uuid4().hex
-    result = LabResult(result_key=key, patient_id="pat-1", loinc="2823-3", value=value, value_text=str(value))
+    result = LabResult(
+        result_key=key, patient_id=patient_id, loinc="2823-3", value=value, value_text=str(value)
+    )
     return await env.client.start_workflow(
         LabResultAlertWorkflow.run, LabAlertInput(result=result), id=workflow_id(key), task_queue=task_queue
     )
@@ -157,3 +165,17 @@ async def test_non_critical_result_alerts_nobody(env: WorkflowEnvironment, task_
     out = await handle.result()
     assert out.status.stage == "no-alert" and out.assessment.urgency == Urgency.LOW
     assert levels(handle) == []
+
+
+async def test_unmatched_patient_alerts_lab_and_charge_nurse_then_chief_at_15_minutes(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue, patient_id="unknown-mrn-1")
+    await wait_alerted(handle)
+    assert levels(handle) == ["lab", "charge_nurse"]
+    await env.sleep(timedelta(minutes=16))
+    assert levels(handle) == ["lab", "charge_nurse", "chief"]
+    await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="chief-1", role="chief"))
+    out = await handle.result()
+    assert out.status.acknowledged is not None and out.status.acknowledged.level_at_ack == "chief"
+    assert audited.count(f"{handle.id}:acknowledge:chief-1") == 1

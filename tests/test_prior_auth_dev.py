@@ -285,6 +285,18 @@ async def test_review_update_refuses_unauthorised_reviewer_then_approval_reaches
     # the context reads are the six types and the measurements (plus the order, roster and payer look-ups)
     assert {"Patient", "Encounter", "Condition", "MedicationRequest", "Procedure", "Coverage"} <= reads
     assert "Observation" in reads and "AllergyIntolerance" not in reads
+    # The Frontier draft carried the chart to the AI: an audited inference about this patient.
+    patient = await stack.pool.fetch(
+        "SELECT patient_id, detail FROM audit_events WHERE workflow_id = $1 AND event_type = 'ai-inference'",
+        wid,
+    )
+    assert len(patient) >= 1 and all(r["patient_id"] for r in patient)
+    assert {r["patient_id"] for r in patient} <= {
+        r["patient_id"]
+        for r in await stack.pool.fetch(
+            "SELECT patient_id FROM audit_events WHERE workflow_id = $1 AND resource_type = 'Patient'", wid
+        )
+    }
 
     [claim] = await stack.pool.fetch(
         "SELECT decision, bundle FROM payer_claims WHERE claim_identifier LIKE $1", f"%|pa-{order_id}"

@@ -26,6 +26,7 @@ from careflow import task_queues
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.notify.notifier import Notifier
+from careflow.security.keys import pseudonymizer
 from careflow.security.temporal import data_converter
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
@@ -55,7 +56,7 @@ def _platform_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     # Activity classes of the building blocks, each built once per worker process from `c`.
-    llm = LlmActivities(c.pool, c.settings)
+    llm = LlmActivities(c.pool, c.settings, actor=c.identity)
     fhir = process_fhir_client(c.settings, c.pool, c.identity)
     notifier = Notifier(c.pool, c.settings.notify_webhook_url)
     lab = LabAlertActivities(
@@ -64,6 +65,7 @@ def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
         notifier,
         PostgresAuditTrail(c.pool),
         c.identity,
+        pseudonymizer(c.settings),
     )
     return [
         AuditActivities(c.pool).record,

@@ -26,11 +26,16 @@ with workflow.unsafe.imports_passed_through():
         LabAlertInput,
         LabAlertOutput,
         LabAlertStatus,
+        UnmatchedPatient,
         Urgency,
     )
 
 WORKFLOW_ID_PREFIX = "lab-alert-"
 ESCALATIONS = ((timedelta(minutes=15), "charge_nurse"), (timedelta(minutes=30), "chief"))
+# A patient the EHR does not know has no responsible physician to find: the lab that sent the result
+# and the charge nurse are alerted at once, the department chief at 15 minutes.
+UNMATCHED_FIRST = ("lab", "charge_nurse")
+UNMATCHED_ESCALATIONS = ((timedelta(minutes=15), "chief"),)
 ACK_GIVE_UP = timedelta(hours=24)
 
 FAST_RETRY = RetryPolicy(
@@ -78,8 +83,22 @@ class LabResultAlertWorkflow:
             "physician": context.physician_id,
             "charge_nurse": context.charge_nurse_id,
             "chief": context.chief_id,
+            "lab": None,
         }
         summary = assessment.clinical_narrative or "; ".join(assessment.reasons)
+        first: tuple[str, ...] = ("physician",)
+        escalations: tuple[tuple[timedelta, str], ...] = ESCALATIONS
+        unmatched: UnmatchedPatient | None = None
+        if not context.patient_matched and workflow.patched("unmatched-patient"):
+            unmatched = UnmatchedPatient(
+                mrn=result.patient_id,
+                name=result.patient_name,
+                birth_date=result.birth_date,
+                ordering_provider=result.ordering_provider,
+                facility=result.sending_facility,
+            )
+            summary = f"{unmatched.describe()}. {summary}"
+            first, escalations = UNMATCHED_FIRST, UNMATCHED_ESCALATIONS
 
         async def deliver(level: str) -> None:
             receipt = await workflow.execute_activity_method(
@@ -88,11 +107,12 @@ class LabResultAlertWorkflow:
                     result_key=result.result_key,
                     level=level,
                     recipient_id=recipients[level],
-                    patient_id=context.fhir_patient_id or result.patient_id,
+                    patient_id="" if unmatched else (context.fhir_patient_id or result.patient_id),
                     loinc=result.loinc,
                     urgency=assessment.urgency,
                     summary=summary,
                     workflow_id=wid,
+                    unmatched=unmatched,
                 ),
                 start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=DELIVERY_RETRY,
@@ -100,10 +120,11 @@ class LabResultAlertWorkflow:
             self._status.deliveries.append(receipt)
 
         alerted_at = self._status.alerted_at = workflow.now()
-        await deliver("physician")
+        for level in first:
+            await deliver(level)
         if self._status.acknowledged is None:  # the acknowledgement may beat the delivery's completion
             self._status.stage = "alerted"
-        for after, level in ESCALATIONS:
+        for after, level in escalations:
             if await self._acknowledged_by(alerted_at + after):
                 break
             await deliver(level)
@@ -114,7 +135,7 @@ class LabResultAlertWorkflow:
         if self._status.acknowledged is None:
             self._status.stage = "unacknowledged"
         elif workflow.patched("audit-acknowledgement"):
-            await self._audit_acknowledgement(wid, context.fhir_patient_id or result.patient_id)
+            await self._audit_acknowledgement(wid, context.audit_subject or result.patient_id)
         return LabAlertOutput(result_key=result.result_key, assessment=assessment, status=self._status)
 
     async def _audit_acknowledgement(self, wid: str, patient_id: str) -> None:

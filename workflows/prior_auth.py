@@ -317,6 +317,7 @@ class PriorAuthWorkflow:
                     task_input=task_input.model_dump(mode="json"),
                     evidence=[*_evidence(context), *evidence.evidence],
                     request_id=f"{wid}:draft" + (f"-r{revision}" if revision else ""),
+                    patient_id=order.patient_ref.removeprefix("Patient/") or None,
                 ),
                 start_to_close_timeout=DRAFT_TIMEOUTS[Tier.FRONTIER],
                 retry_policy=DRAFT_RETRY,

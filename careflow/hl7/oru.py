@@ -85,6 +85,7 @@ class LabOrder(BaseModel):
     service_code: str
     service_display: str
     observations: list[LabObservation]
+    ordering_provider: str = ""  # OBR-16 as a person reads it: "JOHN SMITH (1234)"
 
 
 class OruMessage(BaseModel):
@@ -92,6 +93,10 @@ class OruMessage(BaseModel):
     patient_id: str  # PID-3 first identifier (an id, not a name)
     patient_id_authority: str
     orders: list[LabOrder]
+    # What the message says of the patient, for an alert when the EHR does not know the MRN.
+    # PHI: travels only in encrypted payloads, never in logs, ids or search attributes.
+    patient_name: str = ""  # PID-5 as "JANE DOE"
+    birth_date: str = ""  # PID-7 as YYYY-MM-DD (or as sent when it is no date)
 
 
 def _field(segment: str, index: int, sep: str = "|") -> str:
@@ -182,6 +187,7 @@ def parse_oru(raw: bytes) -> OruMessage:
                     service_code=_component(svc, 0),
                     service_display=_component(svc, 1),
                     observations=[],
+                    ordering_provider=_person(_field(seg, 16), with_id=True),
                 )
             )
             obr_time = _field(seg, 7)
@@ -211,8 +217,23 @@ def parse_oru(raw: bytes) -> OruMessage:
     if not orders:
         raise Unprocessable("no OBR group with an OBX result", ctrl, header)
     return OruMessage(
-        header=header, patient_id=patient_id, patient_id_authority=_component(pid3, 3), orders=orders
+        header=header,
+        patient_id=patient_id,
+        patient_id_authority=_component(pid3, 3),
+        orders=orders,
+        patient_name=_person(_field(pid, 5).split("~")[0]),
+        birth_date=_date(_field(pid, 7)),
     )
+
+
+def _person(xpn: str, *, with_id: bool = False) -> str:
+    """An XPN (family^given^middle) or XCN (id^family^given^middle) as a person reads it."""
+    parts = xpn.split("^")
+    ident, name = (parts[0], parts[1:]) if with_id else ("", parts)
+    family, given = [*name, "", ""][:2]
+    middle = name[2] if len(name) > 2 else ""
+    full = " ".join(p for p in (given, middle, family) if p.strip())
+    return f"{full} ({ident})" if ident and full else full or ident
 
 
 def result_key(msg: OruMessage, order: LabOrder, obs: LabObservation) -> str:
@@ -230,6 +251,11 @@ def result_key(msg: OruMessage, order: LabOrder, obs: LabObservation) -> str:
         )
     )
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def _date(ts: str) -> str:
+    parsed = hl7_timestamp(ts)
+    return parsed.date().isoformat() if parsed else ts.strip()
 
 
 def hl7_timestamp(ts: str) -> datetime | None:

@@ -45,6 +45,10 @@ def results_from_oru(msg: OruMessage, received_at: datetime) -> list[LabResult]:
                     abnormal_flags=obs.abnormal_flags,
                     observed_at=_utc(obs.observed_at),
                     received_at=received_at,
+                    patient_name=msg.patient_name,
+                    birth_date=msg.birth_date,
+                    ordering_provider=order.ordering_provider,
+                    sending_facility=msg.header.sending_facility,
                 )
             )
     return out

@@ -32,6 +32,11 @@ class LabResult(BaseModel):
     abnormal_flags: list[str] = Field(default_factory=list)
     observed_at: datetime | None = None
     received_at: datetime | None = None
+    # From the message itself, for an alert when the EHR does not know the MRN (PHI, encrypted):
+    patient_name: str = ""
+    birth_date: str = ""
+    ordering_provider: str = ""
+    sending_facility: str = ""
 
 
 class PatientLabContext(BaseModel):
@@ -42,6 +47,14 @@ class PatientLabContext(BaseModel):
     charge_nurse_id: str | None = None
     chief_id: str | None = None
     missing: list[str] = Field(default_factory=list)  # what could not be read
+    # False: no single Patient in the EHR has the MRN the lab sent.  The audit trail then names the
+    # patient by `unmatched_key`, a keyed hash of the MRN, never by the MRN itself.
+    patient_matched: bool = True
+    unmatched_key: str | None = None
+
+    @property
+    def audit_subject(self) -> str | None:
+        return self.fhir_patient_id or self.unmatched_key
 
 
 class RuleFinding(BaseModel):
@@ -76,15 +89,31 @@ class AssessRequest(BaseModel):
     workflow_id: str
 
 
+class UnmatchedPatient(BaseModel):
+    """The patient as the lab message names them, when the EHR has no Patient with that MRN."""
+
+    mrn: str
+    name: str = ""
+    birth_date: str = ""
+    ordering_provider: str = ""
+    facility: str = ""
+
+    def describe(self) -> str:
+        born = f", born {self.birth_date}" if self.birth_date else ""
+        by = f"; ordered by {self.ordering_provider}" if self.ordering_provider else ""
+        return f"PATIENT NOT MATCHED IN THE EHR: {self.name or 'name not sent'}{born}, MRN {self.mrn}{by}"
+
+
 class AlertDelivery(BaseModel):
     result_key: str
-    level: str  # "physician" | "charge_nurse" | "chief"
+    level: str  # "physician" | "charge_nurse" | "chief" | "lab" (unmatched patients)
     recipient_id: str | None
-    patient_id: str
+    patient_id: str  # the EHR's Patient id; "" when unmatched
     loinc: str
     urgency: Urgency
     summary: str  # the narrative shown to the clinician (travels encrypted)
     workflow_id: str
+    unmatched: UnmatchedPatient | None = None
 
 
 class DeliveryReceipt(BaseModel):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +81,24 @@ def payload_keyring(settings: Settings) -> Keyring:
         raise ConfigError("CAREFLOW_PAYLOAD_KEYS", "required when CAREFLOW_ENVIRONMENT=production")
     spec = dev_secret(settings, "payload.keys", new_key_spec("dev-1"))
     return Keyring.parse(spec, settings.payload_key_id, setting=f"{settings.state_dir}/secrets/payload.keys")
+
+
+def pseudonymizer(settings: Settings) -> Callable[[str, str], str]:
+    """`pseudonym(kind, value)`: a keyed hash (HMAC-SHA256) that names an identifier where its raw
+    value may not go (`mrn-3f2a...`): the same value gives the same name, nobody without the key can
+    recover or test a guess."""
+    if settings.pseudonym_key is not None:
+        key = settings.pseudonym_key.get_secret_value()
+    elif settings.environment != "dev":
+        raise ConfigError("CAREFLOW_PSEUDONYM_KEY", "required when CAREFLOW_ENVIRONMENT=production")
+    else:
+        key = dev_secret(settings, "pseudonym.key", secrets.token_urlsafe(32))
+
+    def pseudonym(kind: str, value: str) -> str:
+        digest = hmac.new(key.encode(), f"{kind}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+        return f"{kind}-{digest[:24]}"
+
+    return pseudonym
 
 
 def codec_tokens(settings: Settings) -> list[str]:

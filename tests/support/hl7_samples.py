@@ -12,13 +12,14 @@ def oru(
     filler: str = "FIL987",
     facility: str = "GENHOSP",
     message_type: str = "ORU^R01^ORU_R01",
+    ordering_provider: str = "",
 ) -> bytes:
     """results: (loinc, display, value, units, range, flags) per OBX, all under one OBR."""
     results = results or [("2160-0", "Creatinine", "2.4", "mg/dL", "0.6-1.2", "H")]
     segs = [
         f"MSH|^~\\&|LAB|{facility}|CAREFLOW|{facility}|20261127080000||{message_type}|{control_id}|P|{version}",
         f"PID|1||{patient_id}^^^{facility}^MR||DOE^JANE||19500101|F",
-        f"OBR|1|ORD1|{filler}^LAB|24323-8^Metabolic panel^LN|||20261127075500",
+        f"OBR|1|ORD1|{filler}^LAB|24323-8^Metabolic panel^LN|||20261127075500|||||||||{ordering_provider}",
     ]
     for i, (code, display, value, units, rng, flags) in enumerate(results, 1):
         segs.append(f"OBX|{i}|NM|{code}^{display}^LN||{value}|{units}|{rng}|{flags}|||F|||20261127075900")
