@@ -203,6 +203,9 @@ def process_fhir_client(settings: Settings, pool: asyncpg.Pool, identity: str) -
             audit=PostgresAuditTrail(pool),
             actor=identity,
             token=token_provider(settings),
+            # Temporal owns retries (workflows/retry_rules.py): one HTTP attempt per activity attempt,
+            # and a 429/503's Retry-After becomes the next retry's delay (application_error).
+            max_attempts=1,
         )
     return _CLIENTS[key]
 

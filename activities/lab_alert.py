@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.fhir import application_error
 from careflow.audit.sink import AuditSink
@@ -289,6 +290,41 @@ class LabAlertActivities:
 
     @activity.defn(name="lab.deliver_alert")
     async def deliver_alert(self, d: AlertDelivery) -> DeliveryReceipt:
+        """The alert Task in the EHR, then the push.  The push never waits for the EHR: when the EHR
+        cannot take the Task, the push goes out without it and the receipt says so (task_id ""), and
+        the workflow creates the Task later (`alert_task`)."""
+        key = f"{d.result_key}-{d.level}"
+        task_id = ""
+        try:
+            task_id = await self._create_task(d)
+        except ApplicationError as exc:
+            if exc.non_retryable:
+                raise
+            log.warning(
+                "alert task deferred: the EHR is unavailable", workflow_id=d.workflow_id, level=d.level
+            )
+        sent = await self._notifier.send(
+            dedup_key=f"lab-alert:{key}",
+            kind="lab-alert",
+            recipient_id=d.recipient_id,
+            workflow_id=d.workflow_id,
+            body={
+                "kind": "critical-lab-result",
+                "level": d.level,
+                "task": f"Task/{task_id}" if task_id else None,
+                "workflow_id": d.workflow_id,
+                "urgency": d.urgency.value,
+                "summary": d.summary,
+            },
+        )
+        return DeliveryReceipt(level=d.level, task_id=task_id, notified=sent.delivered)
+
+    @activity.defn(name="lab.alert_task")
+    async def alert_task(self, d: AlertDelivery) -> str:
+        """The alert's Task, for a delivery whose push went out while the EHR was down."""
+        return await self._create_task(d)
+
+    async def _create_task(self, d: AlertDelivery) -> str:
         key = f"{d.result_key}-{d.level}"
         task: dict[str, Any] = {
             "resourceType": "Task",
@@ -318,18 +354,4 @@ class LabAlertActivities:
             )
         except FhirError as exc:
             raise application_error(exc) from None
-        sent = await self._notifier.send(
-            dedup_key=f"lab-alert:{key}",
-            kind="lab-alert",
-            recipient_id=d.recipient_id,
-            workflow_id=d.workflow_id,
-            body={
-                "kind": "critical-lab-result",
-                "level": d.level,
-                "task": f"Task/{created.get('id')}",
-                "workflow_id": d.workflow_id,
-                "urgency": d.urgency.value,
-                "summary": d.summary,
-            },
-        )
-        return DeliveryReceipt(level=d.level, task_id=str(created.get("id")), notified=sent.delivered)
+        return str(created.get("id"))

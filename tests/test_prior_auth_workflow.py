@@ -74,13 +74,20 @@ CRITERIA = [
 
 calls: list[tuple[str, str, Any]] = []  # (workflow id, activity, request)
 attempts: dict[tuple[str, str], int] = {}
+# Dependency outages: a workflow whose id holds the tag finds the activity's system down until then
+# (server time, which the time-skipping server moves on).
+outages: dict[str, tuple[str, datetime]] = {}
 
 
 def _record(name: str, req: Any) -> str:
-    wid = activity.info().workflow_id or ""
+    info = activity.info()
+    wid = info.workflow_id or ""
     calls.append((wid, name, req))
     key = (wid, name if not isinstance(req, ContextRequest) else f"{name}:{req.resource_type}")
     attempts[key] = attempts.get(key, 0) + 1
+    for tag, (down, until) in outages.items():
+        if tag in wid and down == name and info.current_attempt_scheduled_time < until:
+            raise ApplicationError("connection refused", type="FhirUnavailable")
     return wid
 
 
@@ -386,11 +393,12 @@ async def test_deadline_expiry_cancels_the_task(
 
 async def test_fhir_failure_continues_with_partial_context(env: WorkflowEnvironment, task_queue: str) -> None:
     handle = await start(env, task_queue, tag="fhir-down")
+    await env.sleep(timedelta(minutes=31))  # the read's 30-minute budget (workflows/retry_rules.py)
     await awaiting_review(handle)
     status = await handle.query(PriorAuthWorkflow.status)
     assert status.partial_context and status.missing_resource_types == ["Procedure"]
     assert any("Procedure" in m for m in status.missing_information)
-    assert attempts[(handle.id, "pa.read_context:Procedure")] == 3
+    assert attempts[(handle.id, "pa.read_context:Procedure")] > 10  # retried all along the budget
     assert attempts[(handle.id, "pa.read_context:Condition")] == 1
     [draft] = made(handle, "llm.draft")
     assert {e.id for e in draft.evidence} >= {"Condition/c-1", "MedicationRequest/m-1"}
@@ -486,3 +494,33 @@ async def test_the_payer_activity_refuses_anything_but_an_approval() -> None:
             with pytest.raises(ApplicationError) as refused:
                 await ActivityEnvironment().run(acts.submit_to_payer, submission)
             assert refused.value.type == "NotApproved" and refused.value.non_retryable
+
+
+OUTAGE_STEPS = ["pa.find_order", "pa.read_context", "pa.retrieve_evidence", "pa.review_roster",
+                "pa.publish_draft", "pa.notify"]  # fmt: skip
+
+
+@pytest.mark.parametrize("outage", [timedelta(minutes=2), timedelta(hours=2)], ids=["2min", "2h"])
+@pytest.mark.parametrize("step", OUTAGE_STEPS)
+async def test_an_outage_at_any_step_still_reaches_review_and_approval(
+    env: WorkflowEnvironment, task_queue: str, step: str, outage: timedelta
+) -> None:
+    """The EHR (or the knowledge base, or the notifier) down for 2 minutes or 2 hours at one step:
+    the workflow waits and carries on, or, past the step's budget, takes its fallback; it never fails."""
+    tag = f"outage-{uuid.uuid4().hex[:6]}"
+    outages[tag] = (step, await env.get_current_time() + outage)
+    handle = await start(env, task_queue, tag=tag)
+    await env.sleep(outage + timedelta(minutes=3))  # past the outage and the next capped retry
+    await awaiting_review(handle)
+    status = await handle.query(PriorAuthWorkflow.status)
+    long = outage > timedelta(minutes=30)  # beyond the budgets of the steps that have a fallback
+    if step == "pa.read_context":
+        assert status.partial_context == long
+        assert len(status.missing_resource_types) == (7 if long else 0)
+    elif step == "pa.retrieve_evidence":
+        assert any("knowledge base was unavailable" in m for m in status.missing_information) == long
+    else:
+        assert not status.partial_context
+    assert attempts[(handle.id, step if step != "pa.read_context" else f"{step}:Condition")] > 1
+    await handle.signal(PriorAuthWorkflow.approve, ReviewAction(reviewer_id=STAFF))
+    assert (await handle.result()).status.stage == "approved"

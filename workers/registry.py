@@ -74,6 +74,7 @@ def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
         lab.patient_context,
         lab.assess,
         lab.deliver_alert,
+        lab.alert_task,
         *KbActivities(c.pool).all(),
         *PriorAuthActivities(fhir, c.pool, notifier, c.settings).all(),
     ]

@@ -11,24 +11,30 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities, RecordAuditInput
     from activities.lab_alert import LabAlertActivities
+    from careflow.labs.rules import assess_rules
     from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
     from careflow.models.lab_alert import (
         AckRecord,
         AlertAck,
         AlertDelivery,
+        Assessment,
         AssessRequest,
         ContextRequest,
+        DeliveryReceipt,
         LabAlertInput,
         LabAlertOutput,
         LabAlertStatus,
+        PatientLabContext,
         UnmatchedPatient,
         Urgency,
     )
+    from workflows import retry_rules
 
 WORKFLOW_ID_PREFIX = "lab-alert-"
 ESCALATIONS = ((timedelta(minutes=15), "charge_nurse"), (timedelta(minutes=30), "chief"))
@@ -37,14 +43,9 @@ ESCALATIONS = ((timedelta(minutes=15), "charge_nurse"), (timedelta(minutes=30), 
 UNMATCHED_FIRST = ("lab", "charge_nurse")
 UNMATCHED_ESCALATIONS = ((timedelta(minutes=15), "chief"),)
 ACK_GIVE_UP = timedelta(hours=24)
-
-FAST_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-)
-DELIVERY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15))
+# The EHR or the assessment step down past its budget: alert from the message, by the rules alone,
+# and create the EHR Task once the EHR is back (workflows/retry_rules.py).
+OUTAGE_PATCH = "ehr-outage-path"
 
 
 def workflow_id(result_key: str) -> str:
@@ -61,19 +62,39 @@ class LabResultAlertWorkflow:
     async def run(self, inp: LabAlertInput) -> LabAlertOutput:
         wid = workflow.info().workflow_id
         result = inp.result
-        context = await workflow.execute_activity_method(
-            LabAlertActivities.patient_context,
-            ContextRequest(patient_id=result.patient_id, loinc=result.loinc),
-            start_to_close_timeout=timedelta(seconds=20),
-            retry_policy=FAST_RETRY,
-        )
+        try:
+            context = await workflow.execute_activity_method(
+                LabAlertActivities.patient_context,
+                ContextRequest(patient_id=result.patient_id, loinc=result.loinc),
+                **retry_rules.LAB_CONTEXT.options(),
+            )
+        except ActivityError:
+            if not workflow.patched(OUTAGE_PATCH):
+                raise
+            # The EHR did not answer in time: the alert must not wait for it.
+            context = PatientLabContext(
+                ehr_available=False,
+                missing=[f"the EHR did not answer within {retry_rules.LAB_CONTEXT.budget.seconds} s"],
+            )
         self._status.stage = "assessing"
-        assessment = await workflow.execute_activity_method(
-            LabAlertActivities.assess,
-            AssessRequest(result=result, context=context, workflow_id=wid),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=FAST_RETRY,
-        )
+        try:
+            assessment = await workflow.execute_activity_method(
+                LabAlertActivities.assess,
+                AssessRequest(result=result, context=context, workflow_id=wid),
+                **retry_rules.LAB_ASSESS.options(),
+            )
+        except ActivityError:
+            if not workflow.patched(OUTAGE_PATCH):
+                raise
+            # The deterministic rules are the floor of every assessment; they need nothing but the value.
+            finding = assess_rules(result, context)
+            assessment = Assessment(
+                urgency=finding.urgency,
+                rule_urgency=finding.urgency,
+                reasons=finding.reasons,
+                clinical_narrative="; ".join(finding.reasons),
+                ai_engine="unavailable (the assessment step did not answer)",
+            )
         self._status.urgency = assessment.urgency
         if assessment.urgency != Urgency.CRITICAL:
             self._status.stage = "no-alert"
@@ -89,35 +110,46 @@ class LabResultAlertWorkflow:
         first: tuple[str, ...] = ("physician",)
         escalations: tuple[tuple[timedelta, str], ...] = ESCALATIONS
         unmatched: UnmatchedPatient | None = None
-        if not context.patient_matched and workflow.patched("unmatched-patient"):
+        if (
+            not context.patient_matched and workflow.patched("unmatched-patient")
+        ) or not context.ehr_available:
             unmatched = UnmatchedPatient(
                 mrn=result.patient_id,
                 name=result.patient_name,
                 birth_date=result.birth_date,
                 ordering_provider=result.ordering_provider,
                 facility=result.sending_facility,
+                reason="PATIENT NOT MATCHED IN THE EHR"
+                if context.ehr_available
+                else "EHR UNAVAILABLE, CHART NOT READ",
             )
             summary = f"{unmatched.describe()}. {summary}"
             first, escalations = UNMATCHED_FIRST, UNMATCHED_ESCALATIONS
 
+        deferred: list[tuple[DeliveryReceipt, ActivityHandle[str]]] = []
+
         async def deliver(level: str) -> None:
+            delivery = AlertDelivery(
+                result_key=result.result_key,
+                level=level,
+                recipient_id=recipients[level],
+                patient_id="" if unmatched else (context.fhir_patient_id or result.patient_id),
+                loinc=result.loinc,
+                urgency=assessment.urgency,
+                summary=summary,
+                workflow_id=wid,
+                unmatched=unmatched,
+            )
             receipt = await workflow.execute_activity_method(
-                LabAlertActivities.deliver_alert,
-                AlertDelivery(
-                    result_key=result.result_key,
-                    level=level,
-                    recipient_id=recipients[level],
-                    patient_id="" if unmatched else (context.fhir_patient_id or result.patient_id),
-                    loinc=result.loinc,
-                    urgency=assessment.urgency,
-                    summary=summary,
-                    workflow_id=wid,
-                    unmatched=unmatched,
-                ),
-                start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=DELIVERY_RETRY,
+                LabAlertActivities.deliver_alert, delivery, **retry_rules.LAB_NOTIFY.options()
             )
             self._status.deliveries.append(receipt)
+            if not receipt.task_id and workflow.patched(OUTAGE_PATCH):
+                # The push went out without its EHR Task: create the Task once the EHR is back,
+                # without holding up the escalation clock.
+                deferred.append((receipt, workflow.start_activity_method(
+                    LabAlertActivities.alert_task, delivery, **retry_rules.LAB_TASK.options()
+                )))  # fmt: skip
 
         alerted_at = self._status.alerted_at = workflow.now()
         for level in first:
@@ -135,10 +167,16 @@ class LabResultAlertWorkflow:
         if self._status.acknowledged is None:
             self._status.stage = "unacknowledged"
         elif workflow.patched("audit-acknowledgement"):
-            await self._audit_acknowledgement(wid, context.audit_subject or result.patient_id)
+            subject = context.audit_subject or (result.patient_id if context.ehr_available else None)
+            await self._audit_acknowledgement(wid, subject)
+        for receipt, pending in deferred:  # the EHR Tasks of pushes sent while the EHR was down
+            try:
+                receipt.task_id = await pending
+            except ActivityError:  # the EHR stayed down past LAB_TASK's budget: the push went out
+                workflow.logger.warning("alert task never reached the EHR", extra={"level": receipt.level})
         return LabAlertOutput(result_key=result.result_key, assessment=assessment, status=self._status)
 
-    async def _audit_acknowledgement(self, wid: str, patient_id: str) -> None:
+    async def _audit_acknowledgement(self, wid: str, patient_id: str | None) -> None:
         ack = self._status.acknowledged
         assert ack is not None
         event = AuditEvent(
@@ -155,8 +193,7 @@ class LabResultAlertWorkflow:
         await workflow.execute_activity_method(
             AuditActivities.record,
             RecordAuditInput(event=event, step="acknowledge"),
-            start_to_close_timeout=timedelta(seconds=20),
-            retry_policy=DELIVERY_RETRY,
+            **retry_rules.LAB_AUDIT.options(),
         )
 
     async def _acknowledged_by(self, deadline: datetime) -> bool:

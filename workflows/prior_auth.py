@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         reviewer_ref,
     )
+    from workflows import retry_rules
     from workflows import search_attributes as sa
 
 WORKFLOW_ID_PREFIX = "prior-auth-"
@@ -68,17 +69,6 @@ ESCALATE_AFTER = timedelta(hours=8)
 DECISION_DEADLINE = {Priority.EXPEDITED: timedelta(hours=72), Priority.STANDARD: timedelta(days=7)}
 PAYER_FOLLOW_UP = timedelta(hours=1)
 
-FAST_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=["OrderNotFound", "OrderNotCoded"],
-)
-# Step 2: three attempts per resource type with exponential backoff, then the type is reported missing.
-CONTEXT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_attempts=3
-)
 # Step 4: two attempts at the AI draft, then staff get a pre-filled template.
 DRAFT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -86,10 +76,6 @@ DRAFT_RETRY = RetryPolicy(
     maximum_attempts=2,
     non_retryable_error_types=NON_RETRYABLE,
 )
-DELIVERY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
-ACTIVITY_TIMEOUT = timedelta(seconds=60)
-# Writing the draft and its Task: short, so a worker that dies mid-write is retried elsewhere soon.
-WRITE_TIMEOUT = timedelta(seconds=20)
 
 
 def workflow_id(order_id: str) -> str:
@@ -179,8 +165,7 @@ class PriorAuthWorkflow:
                 "pa.find_order",
                 inp.order_id,
                 result_type=OrderInfo,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=FAST_RETRY,
+                **retry_rules.PA_INTAKE.options(),
             )
         except ActivityError as exc:
             if _failure_type(exc) not in ("OrderNotFound", "OrderNotCoded"):
@@ -206,8 +191,7 @@ class PriorAuthWorkflow:
         roster = self._roster = await workflow.execute_activity(
             "pa.review_roster",
             result_type=ReviewRoster,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=FAST_RETRY,
+            **retry_rules.PA_STEP.options(),
         )
         staff = roster.of_role("pa-staff")
         # Spread reviews over the PA staff deterministically (same order, same assignee).
@@ -249,8 +233,7 @@ class PriorAuthWorkflow:
                     "pa.read_context",
                     ContextRequest(patient_ref=order.patient_ref, resource_type=rtype),
                     result_type=ContextPart,
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=CONTEXT_RETRY,
+                    **retry_rules.PA_CONTEXT_READ.options(),
                 )
             except ActivityError:
                 return None
@@ -264,7 +247,9 @@ class PriorAuthWorkflow:
             s = self._status
             s.partial_context, s.missing_resource_types = True, missing
             self._base_missing.append(
-                "Partial patient context: the EHR did not return " + ", ".join(missing) + " after 3 attempts."
+                "Partial patient context: the EHR did not return "
+                + ", ".join(missing)
+                + " within 30 minutes."
             )
         return [p for p in parts if p is not None]
 
@@ -279,8 +264,7 @@ class PriorAuthWorkflow:
                     diagnoses=[d.display or d.code for d in order.diagnoses],
                 ),
                 result_type=ClinicalEvidence,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=FAST_RETRY,
+                **retry_rules.PA_EVIDENCE.options(),
             )
         except ActivityError:
             return ClinicalEvidence(
@@ -360,8 +344,7 @@ class PriorAuthWorkflow:
                 document_reference_id=document_id,
             ),
             result_type=ReviewRecords,
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=FAST_RETRY,
+            **retry_rules.PA_WRITE.options(),
         )
         self._status.document_reference_id = records.document_reference_id
         self._status.task_id = records.task_id
@@ -384,8 +367,7 @@ class PriorAuthWorkflow:
                 summary=f"Prior authorization draft for {order.item.code}: {met} of {len(draft.criteria)} "
                 f"payer criteria met{' (template)' if draft.template else ''}.",
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=DELIVERY_RETRY,
+            **retry_rules.PA_NOTIFY.options(),
         )
 
     async def _review_loop(
@@ -448,8 +430,7 @@ class PriorAuthWorkflow:
             "pa.escalate",
             EscalationRequest(order=order, review_task_id=records.task_id, supervisor=supervisor),
             result_type=str,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=FAST_RETRY,
+            **retry_rules.PA_WRITE.options(),
         )
         await self._notify("escalation", "pa-escalation", supervisor, self._status.escalation_task_id, draft)
 
@@ -468,9 +449,7 @@ class PriorAuthWorkflow:
             final_letter=final_letter,
             reviewer_ref=decision.reviewer_ref if decision else None,
         )
-        await workflow.execute_activity(
-            "pa.close_review", req, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=FAST_RETRY
-        )
+        await workflow.execute_activity("pa.close_review", req, **retry_rules.PA_WRITE.options())
 
     async def _submit(
         self,
@@ -515,8 +494,7 @@ class PriorAuthWorkflow:
                 "pa.inquire_payer",
                 PayerInquiry(claim_response_id=outcome.claim_response_id, order_id=order.order_id),
                 result_type=PayerOutcome,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=DELIVERY_RETRY,
+                **retry_rules.PA_STEP.options(),
             )
         stage = {"approved": Stage.APPROVED, "denied": Stage.DENIED, "pended": Stage.PENDED}[outcome.outcome]
         self._visibility(stage)
@@ -527,8 +505,7 @@ class PriorAuthWorkflow:
             "pa.submit_to_payer",
             submission,
             result_type=PayerOutcome,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=DELIVERY_RETRY,
+            **retry_rules.PA_STEP.options(),
         )
 
     async def _record_metrics(
@@ -554,8 +531,7 @@ class PriorAuthWorkflow:
                 draft_letter=draft.letter if final_letter is not None else None,
                 final_letter=final_letter,
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=DELIVERY_RETRY,
+            **retry_rules.PA_NOTIFY.options(),
         )
 
     def _finish(self, order: OrderInfo) -> PriorAuthOutput:
@@ -672,8 +648,7 @@ class PriorAuthWorkflow:
         await workflow.execute_activity_method(
             AuditActivities.record,
             RecordAuditInput(event=event, step=step),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=DELIVERY_RETRY,
+            **retry_rules.PA_NOTIFY.options(),
         )
 
     def _visibility(self, stage: Stage) -> None:

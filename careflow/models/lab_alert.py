@@ -51,6 +51,9 @@ class PatientLabContext(BaseModel):
     # patient by `unmatched_key`, a keyed hash of the MRN, never by the MRN itself.
     patient_matched: bool = True
     unmatched_key: str | None = None
+    # False: the EHR did not answer within the step's budget (workflows/retry_rules.py LAB_CONTEXT);
+    # the alert then goes out from what the HL7 message itself says.
+    ehr_available: bool = True
 
     @property
     def audit_subject(self) -> str | None:
@@ -97,11 +100,12 @@ class UnmatchedPatient(BaseModel):
     birth_date: str = ""
     ordering_provider: str = ""
     facility: str = ""
+    reason: str = "PATIENT NOT MATCHED IN THE EHR"  # or: the EHR could not be reached
 
     def describe(self) -> str:
         born = f", born {self.birth_date}" if self.birth_date else ""
         by = f"; ordered by {self.ordering_provider}" if self.ordering_provider else ""
-        return f"PATIENT NOT MATCHED IN THE EHR: {self.name or 'name not sent'}{born}, MRN {self.mrn}{by}"
+        return f"{self.reason}: {self.name or 'name not sent'}{born}, MRN {self.mrn}{by}"
 
 
 class AlertDelivery(BaseModel):
@@ -118,7 +122,7 @@ class AlertDelivery(BaseModel):
 
 class DeliveryReceipt(BaseModel):
     level: str
-    task_id: str
+    task_id: str  # "" while the EHR could not take the Task (it is created once the EHR is back)
     notified: bool
 
 

@@ -1,0 +1,69 @@
+"""careflow's retry rules, in one place (ARCHITECTURE.md, "Retry rules").
+
+Temporal owns retries.  Every activity call in a workflow takes its timeouts and retry policy from a
+`Step` here, by name of what the step is for:
+
+- **Transient failures** (connection refused, timeouts, HTTP 5xx and 429, Postgres unavailable) are
+  retried with exponential backoff capped at `max_interval`, for as long as the step's clinical
+  budget (`budget`, Temporal's schedule-to-close timeout) allows.  A dependency that is down for a
+  minute costs a minute, never the workflow.
+- **Business errors** (bad input, not found, refused) are non-retryable ApplicationErrors raised by
+  the activities; the workflow turns each into a defined outcome with a reason.
+- **A budget that runs out** sends the workflow down the step's fallback, which never depends on
+  the system that failed: a partial context, a template draft, an alert built from the HL7 message
+  itself.  Steps without a fallback have budgets of a day: an outage that long fails the workflow
+  visibly (`careflow dev status`, `pa list`, `alerts list`) and resending its event starts it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.common import RetryPolicy
+
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Step:
+    attempt: timedelta  # one attempt (start-to-close)
+    budget: timedelta  # all attempts together (schedule-to-close): the step's clinical clock
+    max_interval: timedelta = timedelta(seconds=30)
+    max_attempts: int = 0  # 0: as many as the budget allows
+    non_retryable: tuple[str, ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for `workflow.execute_activity*`."""
+        return {
+            "start_to_close_timeout": self.attempt,
+            "schedule_to_close_timeout": self.budget,
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=self.max_interval,
+                maximum_attempts=self.max_attempts,
+                non_retryable_error_types=list(self.non_retryable),
+            ),
+        }
+
+
+# -- prior authorization: hours to decide (72 h expedited, 7 days standard) ------------------------
+PA_INTAKE = Step(
+    timedelta(seconds=60), DAY, timedelta(minutes=2), non_retryable=("OrderNotFound", "OrderNotCoded")
+)
+PA_CONTEXT_READ = Step(timedelta(seconds=60), timedelta(minutes=30), timedelta(minutes=1))  # then: partial
+PA_EVIDENCE = Step(timedelta(seconds=60), timedelta(minutes=30), timedelta(minutes=1))  # then: KB unknown
+PA_WRITE = Step(timedelta(seconds=20), DAY, timedelta(minutes=2))  # EHR records: short attempts, long budget
+PA_STEP = Step(timedelta(seconds=60), DAY, timedelta(minutes=2))  # roster, review close, payer, follow-ups
+PA_NOTIFY = Step(timedelta(seconds=60), DAY, timedelta(minutes=1))
+
+# -- lab alert: a critical result reaches a clinician within 60 s ---------------------------------
+LAB_CONTEXT = Step(
+    timedelta(seconds=15), timedelta(seconds=40), timedelta(seconds=5)
+)  # then: the message alone
+LAB_ASSESS = Step(timedelta(seconds=30), timedelta(seconds=45), timedelta(seconds=5))  # then: the rules alone
+LAB_NOTIFY = Step(timedelta(seconds=20), DAY, timedelta(seconds=15))  # the push: Postgres + webhook, no EHR
+LAB_TASK = Step(timedelta(seconds=20), DAY, timedelta(minutes=1))  # the EHR Task: whenever the EHR is back
+LAB_AUDIT = Step(timedelta(seconds=20), DAY, timedelta(seconds=15))
