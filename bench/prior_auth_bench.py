@@ -40,9 +40,11 @@ from bench.processes import start_ready_processes
 from careflow import task_queues
 from careflow.config import Settings, load_settings
 from careflow.db.pool import create_pool
+from careflow.models.prior_auth import PriorAuthInput
 from careflow.security.logging import configure_logging
 from careflow.security.temporal import connect
 from starters.cli_pa import synthetic_orders
+from workflows.prior_auth import PriorAuthWorkflow
 
 SLA_S = 300.0
 PEAK_ORDERS = 300  # seed P2: 300 PA requests in the 2-hour morning window
@@ -128,8 +130,8 @@ async def burst(
         async with slots:
             sent[wid] = time.time()
             await client.start_workflow(
-                "PriorAuthWorkflow",
-                arg={"order_id": orders[i % len(orders)], "tenant_id": "default", "priority": "standard"},
+                PriorAuthWorkflow.run,
+                PriorAuthInput(order_id=orders[i % len(orders)]),
                 id=wid,
                 task_queue=queue,
             )

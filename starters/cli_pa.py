@@ -54,6 +54,7 @@ from starters.pa_orders import (
     workflow_id,
 )
 from starters.pa_review import ReviewRefused, submit_review
+from workflows.prior_auth import PriorAuthWorkflow
 
 pa_app = typer.Typer(
     help="Prior authorization: submit orders, follow drafts, review them.", no_args_is_help=True
@@ -113,7 +114,7 @@ def ui_link(settings: Settings, wid: str) -> str:
 
 
 async def status_of(client: Client, wid: str) -> PriorAuthStatus:
-    return await client.get_workflow_handle(wid).query("status", result_type=PriorAuthStatus)
+    return await client.get_workflow_handle(wid).query(PriorAuthWorkflow.status)
 
 
 async def poll_status(client: Client, wid: str) -> PriorAuthStatus | None:

@@ -15,10 +15,13 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from careflow import task_queues
+from careflow.models.prior_auth import PriorAuthInput
+from careflow.models.prior_auth import Priority as PriorityLevel
 from starters.keyed_start import start_keyed
 from workflows import search_attributes as sa
+from workflows.prior_auth import PriorAuthWorkflow
 
-WORKFLOW_TYPE = "PriorAuthWorkflow"
+WORKFLOW_TYPE = PriorAuthWorkflow.__temporal_workflow_definition.name  # type: ignore[attr-defined]
 PIPELINE = "prior-auth"
 ORDER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # ids, never names: PHI-free
 
@@ -48,8 +51,8 @@ async def start_prior_auth(
     wid = workflow_id(order_id)
     started = await start_keyed(
         client,
-        WORKFLOW_TYPE,
-        {"order_id": order_id, "tenant_id": tenant_id, "priority": priority},
+        PriorAuthWorkflow.run,
+        PriorAuthInput(order_id=order_id, tenant_id=tenant_id, priority=PriorityLevel(priority)),
         id=wid,
         task_queue=task_queue,
         # Visible (and listable) from the first moment; the workflow keeps STAGE current.

@@ -15,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType, AuditOutcome
 from careflow.models.prior_auth import ReviewOutcome, ReviewRequest, reviewer_ref
+from workflows.prior_auth import PriorAuthWorkflow
 
 
 class ReviewRefused(Exception):
@@ -45,7 +46,7 @@ async def submit_review(
     """Run the `review` update; on refusal audit the attempt and raise ReviewRefused."""
     handle = client.get_workflow_handle(workflow_id)
     try:
-        return await handle.execute_update("review", request, result_type=ReviewOutcome)
+        return await handle.execute_update(PriorAuthWorkflow.review, request)
     except (WorkflowUpdateFailedError, RPCError) as exc:
         reason = _reason(exc)
         await PostgresAuditTrail(audit_pool).record(

@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities, RecordAuditInput
     from activities.llm import DRAFT_TIMEOUTS, NON_RETRYABLE, DraftInput, DraftOutput, LlmActivities
+    from activities.prior_auth import PriorAuthActivities
     from careflow.llm.tasks import PaJustification, PaJustificationInput
     from careflow.llm.types import Evidence, Tier
     from careflow.models.audit import AuditAction, AuditEvent, AuditEventType, AuditOutcome
@@ -161,12 +162,12 @@ class PriorAuthWorkflow:
         self._visibility(Stage.RECEIVED)
 
         try:
-            order = self._order = await workflow.execute_activity(
-                "pa.find_order",
+            order = await workflow.execute_activity_method(
+                PriorAuthActivities.find_order,
                 inp.order_id,
-                result_type=OrderInfo,
                 **retry_rules.PA_INTAKE.options(),
             )
+            self._order = order
         except ActivityError as exc:
             if _failure_type(exc) not in ("OrderNotFound", "OrderNotCoded"):
                 raise
@@ -188,9 +189,8 @@ class PriorAuthWorkflow:
 
         self._visibility(Stage.DRAFTING)
         draft = await self._draft(order, context, evidence, revision=0, comments="")
-        roster = self._roster = await workflow.execute_activity(
-            "pa.review_roster",
-            result_type=ReviewRoster,
+        roster = self._roster = await workflow.execute_activity_method(
+            PriorAuthActivities.review_roster,
             **retry_rules.PA_STEP.options(),
         )
         staff = roster.of_role("pa-staff")
@@ -229,10 +229,9 @@ class PriorAuthWorkflow:
     async def _extract_context(self, order: OrderInfo) -> list[ContextPart]:
         async def read(rtype: str) -> ContextPart | None:
             try:
-                return await workflow.execute_activity(
-                    "pa.read_context",
+                return await workflow.execute_activity_method(
+                    PriorAuthActivities.read_context,
                     ContextRequest(patient_ref=order.patient_ref, resource_type=rtype),
-                    result_type=ContextPart,
                     **retry_rules.PA_CONTEXT_READ.options(),
                 )
             except ActivityError:
@@ -255,15 +254,14 @@ class PriorAuthWorkflow:
 
     async def _retrieve(self, order: OrderInfo) -> ClinicalEvidence:
         try:
-            return await workflow.execute_activity(
-                "pa.retrieve_evidence",
+            return await workflow.execute_activity_method(
+                PriorAuthActivities.retrieve_evidence,
                 EvidenceRequest(
                     tenant_id=self._inp.tenant_id,
                     requested_item=order.requested_item,
                     item_code=order.item.code,
                     diagnoses=[d.display or d.code for d in order.diagnoses],
                 ),
-                result_type=ClinicalEvidence,
                 **retry_rules.PA_EVIDENCE.options(),
             )
         except ActivityError:
@@ -334,8 +332,8 @@ class PriorAuthWorkflow:
     async def _publish(
         self, order: OrderInfo, draft: Draft, assignee: RosterMember | None, document_id: str | None
     ) -> ReviewRecords:
-        records = await workflow.execute_activity(
-            "pa.publish_draft",
+        records = await workflow.execute_activity_method(
+            PriorAuthActivities.publish_draft,
             PublishDraftRequest(
                 order=order,
                 draft=draft,
@@ -343,7 +341,6 @@ class PriorAuthWorkflow:
                 priority=self._inp.priority,
                 document_reference_id=document_id,
             ),
-            result_type=ReviewRecords,
             **retry_rules.PA_WRITE.options(),
         )
         self._status.document_reference_id = records.document_reference_id
@@ -356,8 +353,8 @@ class PriorAuthWorkflow:
         met = sum(1 for c in draft.criteria if c.status == "met")
         order = self._order
         assert order is not None
-        await workflow.execute_activity(
-            "pa.notify",
+        await workflow.execute_activity_method(
+            PriorAuthActivities.notify,
             NotifyRequest(
                 step=step,
                 kind=kind,
@@ -426,13 +423,13 @@ class PriorAuthWorkflow:
     async def _escalate(self, order: OrderInfo, records: ReviewRecords, draft: Draft) -> None:
         supervisors = self._roster.of_role("pa-supervisor")
         supervisor = supervisors[0] if supervisors else None
-        self._status.escalation_task_id = await workflow.execute_activity(
-            "pa.escalate",
+        task_id = await workflow.execute_activity_method(
+            PriorAuthActivities.escalate,
             EscalationRequest(order=order, review_task_id=records.task_id, supervisor=supervisor),
-            result_type=str,
             **retry_rules.PA_WRITE.options(),
         )
-        await self._notify("escalation", "pa-escalation", supervisor, self._status.escalation_task_id, draft)
+        self._status.escalation_task_id = task_id
+        await self._notify("escalation", "pa-escalation", supervisor, task_id, draft)
 
     async def _close(
         self,
@@ -449,7 +446,9 @@ class PriorAuthWorkflow:
             final_letter=final_letter,
             reviewer_ref=decision.reviewer_ref if decision else None,
         )
-        await workflow.execute_activity("pa.close_review", req, **retry_rules.PA_WRITE.options())
+        await workflow.execute_activity_method(
+            PriorAuthActivities.close_review, req, **retry_rules.PA_WRITE.options()
+        )
 
     async def _submit(
         self,
@@ -490,21 +489,20 @@ class PriorAuthWorkflow:
         while outcome.outcome == "pended" and workflow.now() + PAYER_FOLLOW_UP <= s.deadline:
             self._visibility(Stage.PENDED)
             await workflow.sleep(PAYER_FOLLOW_UP)
-            outcome = s.payer_outcome = await workflow.execute_activity(
-                "pa.inquire_payer",
+            outcome = await workflow.execute_activity_method(
+                PriorAuthActivities.inquire_payer,
                 PayerInquiry(claim_response_id=outcome.claim_response_id, order_id=order.order_id),
-                result_type=PayerOutcome,
                 **retry_rules.PA_STEP.options(),
             )
+            s.payer_outcome = outcome
         stage = {"approved": Stage.APPROVED, "denied": Stage.DENIED, "pended": Stage.PENDED}[outcome.outcome]
         self._visibility(stage)
         return outcome
 
     async def _submit_once(self, submission: PayerSubmission) -> PayerOutcome:
-        return await workflow.execute_activity(
-            "pa.submit_to_payer",
+        return await workflow.execute_activity_method(
+            PriorAuthActivities.submit_to_payer,
             submission,
-            result_type=PayerOutcome,
             **retry_rules.PA_STEP.options(),
         )
 
@@ -513,8 +511,8 @@ class PriorAuthWorkflow:
     ) -> None:
         s = self._status
         assert s.received_at is not None
-        await workflow.execute_activity(
-            "pa.record_metrics",
+        await workflow.execute_activity_method(
+            PriorAuthActivities.record_metrics,
             MetricsRecord(
                 workflow_id=workflow.info().workflow_id,
                 tenant_id=self._inp.tenant_id,
