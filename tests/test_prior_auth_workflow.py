@@ -498,29 +498,37 @@ async def test_the_payer_activity_refuses_anything_but_an_approval() -> None:
 
 OUTAGE_STEPS = ["pa.find_order", "pa.read_context", "pa.retrieve_evidence", "pa.review_roster",
                 "pa.publish_draft", "pa.notify"]  # fmt: skip
+AFTER_REVIEW_STEPS = ["pa.close_review", "pa.submit_to_payer", "pa.record_metrics"]
 
 
 @pytest.mark.parametrize("outage", [timedelta(minutes=2), timedelta(hours=2)], ids=["2min", "2h"])
-@pytest.mark.parametrize("step", OUTAGE_STEPS)
+@pytest.mark.parametrize("step", OUTAGE_STEPS + AFTER_REVIEW_STEPS)
 async def test_an_outage_at_any_step_still_reaches_review_and_approval(
     env: WorkflowEnvironment, task_queue: str, step: str, outage: timedelta
 ) -> None:
-    """The EHR (or the knowledge base, or the notifier) down for 2 minutes or 2 hours at one step:
-    the workflow waits and carries on, or, past the step's budget, takes its fallback; it never fails."""
+    """The EHR (or the knowledge base, the notifier, the payer, Postgres) down for 2 minutes or 2 hours
+    at one step: the workflow waits and carries on, or, past the step's budget, takes its fallback;
+    it never fails."""
     tag = f"outage-{uuid.uuid4().hex[:6]}"
-    outages[tag] = (step, await env.get_current_time() + outage)
+    after_review = step in AFTER_REVIEW_STEPS
     handle = await start(env, task_queue, tag=tag)
+    if after_review:  # the outage begins as the reviewer approves
+        await awaiting_review(handle)
+    outages[tag] = (step, await env.get_current_time() + outage)
+    if after_review:
+        await handle.signal(PriorAuthWorkflow.approve, ReviewAction(reviewer_id=STAFF))
     await env.sleep(outage + timedelta(minutes=3))  # past the outage and the next capped retry
-    await awaiting_review(handle)
-    status = await handle.query(PriorAuthWorkflow.status)
-    long = outage > timedelta(minutes=30)  # beyond the budgets of the steps that have a fallback
-    if step == "pa.read_context":
-        assert status.partial_context == long
-        assert len(status.missing_resource_types) == (7 if long else 0)
-    elif step == "pa.retrieve_evidence":
-        assert any("knowledge base was unavailable" in m for m in status.missing_information) == long
-    else:
-        assert not status.partial_context
-    assert attempts[(handle.id, step if step != "pa.read_context" else f"{step}:Condition")] > 1
-    await handle.signal(PriorAuthWorkflow.approve, ReviewAction(reviewer_id=STAFF))
+    if not after_review:
+        await awaiting_review(handle)
+        status = await handle.query(PriorAuthWorkflow.status)
+        long = outage > timedelta(minutes=30)  # beyond the budgets of the steps that have a fallback
+        if step == "pa.read_context":
+            assert status.partial_context == long
+            assert len(status.missing_resource_types) == (7 if long else 0)
+        elif step == "pa.retrieve_evidence":
+            assert any("knowledge base was unavailable" in m for m in status.missing_information) == long
+        else:
+            assert not status.partial_context
+        await handle.signal(PriorAuthWorkflow.approve, ReviewAction(reviewer_id=STAFF))
     assert (await handle.result()).status.stage == "approved"
+    assert attempts[(handle.id, step if step != "pa.read_context" else f"{step}:Condition")] > 1
