@@ -44,6 +44,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The fast tier: every test that needs no server (no Temporal, no Postgres), about a minute.
+unit: $(STAMP)
+	$(BIN)/pytest -m "not stack" -q
+
 # Needs the stack (started if it is not running; idempotent).  The bench runs workers of its own on
 # queues of its own, so the stack's workers stay (idle) and the stack is left as it was.
 bench: $(STAMP)

@@ -121,3 +121,15 @@ def client(dev_server: WorkflowEnvironment) -> Client:
 @pytest.fixture
 def task_queue(request: pytest.FixtureRequest) -> str:
     return f"tq-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+# -- two speeds: `make unit` runs what needs no server ---------------------------------------------
+SERVER_FIXTURES = {"postgres", "database_url", "dev_server", "time_skipping", "settings", "client"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `stack` every test that uses a session server, or whose module starts servers of its own
+    (`pytestmark = pytest.mark.stack`); `make unit` runs the rest (`-m "not stack"`)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)

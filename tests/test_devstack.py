@@ -20,6 +20,8 @@ from careflow.db.embedded import EmbeddedPostgres
 from careflow.net import free_port
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.stack  # starts servers of its own
+
 
 def free_port_run(count: int) -> int:
     """A port p such that p .. p+count-1 are all free now (workers take base + k)."""

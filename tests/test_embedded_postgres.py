@@ -19,6 +19,8 @@ import pytest
 from careflow.db.embedded import WHEEL_INSTALL, EmbeddedPostgres, system_user_exists
 from careflow.net import free_port
 
+pytestmark = pytest.mark.stack  # starts servers of its own
+
 AS_ROOT = os.geteuid() == 0
 
 

@@ -2,6 +2,7 @@
 
 import uuid
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -13,6 +14,8 @@ from starters.canary import run_canary
 from tests.conftest import BIN
 from workers.registry import ProcessClients, activities_for, sandbox_runner
 from workflows.platform_canary import PlatformCanaryWorkflow
+
+pytestmark = pytest.mark.stack  # starts servers of its own
 
 
 async def test_canary_probes_each_queue(
