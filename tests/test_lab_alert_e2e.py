@@ -63,13 +63,7 @@ async def test_same_creatinine_alerts_only_the_patient_with_a_normal_baseline(
             reference_range="0.6-1.2",
             abnormal_flags=["H"],
         )
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=workflows_for("careflow-main"),
-            activities=activities_for("careflow-main", clients),
-            workflow_runner=sandbox_runner(),
-        ):
+        async with main_worker(client, task_queue, clients):
             handle = await client.start_workflow(
                 LabResultAlertWorkflow.run,
                 LabAlertInput(result=result),
@@ -111,6 +105,17 @@ async def test_same_creatinine_alerts_only_the_patient_with_a_normal_baseline(
         await pool.close()
 
 
+def main_worker(client: Client, task_queue: str, clients: ProcessClients) -> Worker:
+    """The registry's careflow-main workflows and real activities, as a worker process runs them."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=workflows_for("careflow-main"),
+        activities=activities_for("careflow-main", clients),
+        workflow_runner=sandbox_runner(),
+    )
+
+
 async def _audit_kinds(pool: asyncpg.Pool, wid: str) -> list[tuple[str, str]]:
     rows = await pool.fetch("SELECT event_type, actor FROM audit_events WHERE workflow_id = $1", wid)
     return [(r["event_type"], r["actor"]) for r in rows]
@@ -147,13 +152,7 @@ async def test_unknown_mrn_still_alerts_the_lab_and_the_charge_nurse(
             await fhir.transaction(ehr.bundles[0])  # the staff roster only
         settings = Settings(fhir_base_url=base, notify_webhook_url=push.url)
         clients = ProcessClients(settings, pool, client.data_converter.payload_codec, f"worker-{task_queue}")
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=workflows_for("careflow-main"),
-            activities=activities_for("careflow-main", clients),
-            workflow_runner=sandbox_runner(),
-        ):
+        async with main_worker(client, task_queue, clients):
             handle = await client.start_workflow(
                 LabResultAlertWorkflow.run, LabAlertInput(result=result), id=wid, task_queue=task_queue
             )

@@ -117,6 +117,15 @@ async def start(
     )
 
 
+async def start_with_outage(
+    env: WorkflowEnvironment, task_queue: str, system: str, outage: timedelta
+) -> WorkflowHandle:
+    """A critical result whose workflow finds `system` down for `outage` from now."""
+    tag = f"{system}down{uuid.uuid4().hex[:6]}"
+    outages[tag] = (system, await env.get_current_time() + outage)
+    return await start(env, task_queue, tag=tag)
+
+
 async def stage(handle: WorkflowHandle) -> str:
     return (await handle.query(LabResultAlertWorkflow.status)).stage
 
@@ -219,9 +228,7 @@ async def test_ehr_down_alerts_from_the_message_on_time_and_files_the_tasks_late
     """No chart, no physician, no roster while the EHR is down: the lab and the charge nurse are
     alerted from what the HL7 message says once the context step's 30 s budget runs out, the chief
     at 15 minutes if nobody acknowledges, and the EHR Tasks are filed when the EHR is back."""
-    tag = f"ehrdown{uuid.uuid4().hex[:6]}"
-    outages[tag] = ("ehr", await env.get_current_time() + outage)
-    handle = await start(env, task_queue, tag=tag)
+    handle = await start_with_outage(env, task_queue, "ehr", outage)
     await env.sleep(timedelta(minutes=1))
     assert levels(handle) == ["lab", "charge_nurse"]  # within the minute, with the EHR still down
     status = await handle.query(LabResultAlertWorkflow.status)
@@ -245,9 +252,7 @@ async def test_ehr_down_alerts_from_the_message_on_time_and_files_the_tasks_late
 async def test_assessment_down_alerts_by_the_rules(
     env: WorkflowEnvironment, task_queue: str, outage: timedelta
 ) -> None:
-    tag = f"assessdown{uuid.uuid4().hex[:6]}"
-    outages[tag] = ("assess", await env.get_current_time() + outage)
-    handle = await start(env, task_queue, tag=tag)
+    handle = await start_with_outage(env, task_queue, "assess", outage)
     await env.sleep(timedelta(minutes=1))
     assert levels(handle) == ["physician"]
     await handle.signal(LabResultAlertWorkflow.acknowledge, AlertAck(by="dr-1"))
@@ -260,9 +265,7 @@ async def test_assessment_down_alerts_by_the_rules(
 async def test_notifier_down_is_waited_for_and_escalation_keeps_its_clock(
     env: WorkflowEnvironment, task_queue: str, outage: timedelta
 ) -> None:
-    tag = f"pushdown{uuid.uuid4().hex[:6]}"
-    outages[tag] = ("notifier", await env.get_current_time() + outage)
-    handle = await start(env, task_queue, tag=tag)
+    handle = await start_with_outage(env, task_queue, "notifier", outage)
     await env.sleep(outage + timedelta(minutes=1))
     out_levels = levels(handle)
     # delivered as soon as the push works again; escalations due meanwhile follow at once
