@@ -1,9 +1,10 @@
 """The LLM activity: a structured task drafted through the AI gateway (tier routing, budgets, rate
 limit, breaker, cost attribution).  The gateway is built once per worker process.
 
-Workflows call `LlmActivities.draft` with `draft_options(tier)`: a longer timeout for Frontier,
-retries for transient refusals (rate limit, providers down) at the delay the gateway asks for, and no
-retry for what another attempt cannot fix (bad input, PHI refusal, tier not allowed, budget block).
+Workflows call `LlmActivities.draft` with `retry_rules.llm_draft(tier, attempts).options()`: a longer
+timeout for Frontier, retries for transient refusals (rate limit, providers down) at the delay the
+gateway asks for, and no retry for what another attempt cannot fix (bad input, PHI refusal, tier not
+allowed, budget block).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from careflow.audit.trail import PostgresAuditTrail
@@ -62,38 +62,8 @@ class DraftOutput(BaseModel):
     latency_ms: float = 0.0
 
 
-# Per tier: how long one attempt may take (Frontier reasons longest) and how often to retry.
-DRAFT_TIMEOUTS: dict[Tier, timedelta] = {
-    Tier.FRONTIER: timedelta(minutes=3),
-    Tier.STANDARD: timedelta(seconds=90),
-    Tier.EFFICIENT: timedelta(seconds=45),
-}
-NON_RETRYABLE = [
-    "BadLlmInput",
-    "PhiNotPermitted",
-    "TierNotAllowed",
-    "BudgetExceeded",
-    "UnknownTeam",
-    "ProviderRejected",
-]
-DRAFT_RETRY: dict[Tier, RetryPolicy] = {
-    tier: RetryPolicy(
-        initial_interval=timedelta(seconds=2),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=60),
-        maximum_attempts=attempts,
-        non_retryable_error_types=NON_RETRYABLE,
-    )
-    for tier, attempts in ((Tier.FRONTIER, 6), (Tier.STANDARD, 5), (Tier.EFFICIENT, 5))
-}
-
-
-def draft_options(tier: Tier) -> dict[str, Any]:
-    """Keyword arguments for workflow.execute_activity(LlmActivities.draft, ...)."""
-    return {"start_to_close_timeout": DRAFT_TIMEOUTS[tier], "retry_policy": DRAFT_RETRY[tier]}
-
-
-_NOT_RETRYABLE: dict[type[GatewayError], str] = {
+# What another attempt cannot fix: raised non-retryable (workflows/retry_rules.py lists the types).
+NOT_RETRYABLE_REFUSALS: dict[type[GatewayError], str] = {
     PhiNotPermitted: "PhiNotPermitted",
     TierNotAllowed: "TierNotAllowed",
     BudgetExceeded: "BudgetExceeded",
@@ -108,7 +78,7 @@ def to_application_error(exc: Exception) -> ApplicationError:
         return ApplicationError(
             str(exc), type=type(exc).__name__, next_retry_delay=timedelta(seconds=exc.retry_after)
         )
-    for refusal, name in _NOT_RETRYABLE.items():
+    for refusal, name in NOT_RETRYABLE_REFUSALS.items():
         if isinstance(exc, refusal):
             return ApplicationError(str(exc), type=name, non_retryable=True)
     if isinstance(exc, ValidationError | KeyError):

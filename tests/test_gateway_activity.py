@@ -13,12 +13,13 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.llm import DraftInput, DraftOutput, LlmActivities, draft_options
+from activities.llm import NOT_RETRYABLE_REFUSALS, DraftInput, DraftOutput, LlmActivities
 from careflow.config import Settings
 from careflow.llm.budget import month_of
 from careflow.llm.ratelimit import TokenRateLimiter
 from careflow.llm.teams import Team, TeamStore
 from careflow.llm.types import Evidence, Tier
+from workflows import retry_rules
 
 EVIDENCE = [Evidence(id="Observation/k-1", kind="lab", text="Potassium 6.9 mmol/L (H)")]
 LAB = {
@@ -109,7 +110,11 @@ async def test_bad_task_input_is_not_retryable_and_quotes_no_values(pool: asyncp
     assert "Jane" not in str(err.value) and "test" in str(err.value)
 
 
-def test_frontier_gets_the_longest_timeout() -> None:
-    timeouts = {tier: draft_options(tier)["start_to_close_timeout"] for tier in Tier}
+def test_frontier_gets_the_longest_timeout_and_refusals_are_not_retried() -> None:
+    timeouts = {tier: retry_rules.llm_draft(tier, 2).options()["start_to_close_timeout"] for tier in Tier}
     assert timeouts[Tier.FRONTIER] > timeouts[Tier.STANDARD] > timeouts[Tier.EFFICIENT]
-    assert "BudgetExceeded" in draft_options(Tier.STANDARD)["retry_policy"].non_retryable_error_types
+    policy = retry_rules.llm_draft(Tier.STANDARD, 5).options()["retry_policy"]
+    # every error type the activity raises non-retryable is non-retryable in the policy too
+    assert {*NOT_RETRYABLE_REFUSALS.values(), "BadLlmInput", "ProviderRejected"} == set(
+        policy.non_retryable_error_types
+    )

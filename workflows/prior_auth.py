@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities, RecordAuditInput
-    from activities.llm import DRAFT_TIMEOUTS, NON_RETRYABLE, DraftInput, DraftOutput, LlmActivities
+    from activities.llm import DraftInput, DraftOutput, LlmActivities
     from activities.prior_auth import PriorAuthActivities
     from careflow.llm.tasks import PaJustification, PaJustificationInput
     from careflow.llm.types import Evidence, Tier
@@ -69,14 +69,6 @@ ESCALATE_AFTER = timedelta(hours=8)
 # Payer decision deadlines (CMS-0057-F): 72 hours expedited, 7 calendar days standard.
 DECISION_DEADLINE = {Priority.EXPEDITED: timedelta(hours=72), Priority.STANDARD: timedelta(days=7)}
 PAYER_FOLLOW_UP = timedelta(hours=1)
-
-# Step 4: two attempts at the AI draft, then staff get a pre-filled template.
-DRAFT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_attempts=2,
-    non_retryable_error_types=NON_RETRYABLE,
-)
 
 
 def workflow_id(order_id: str) -> str:
@@ -301,8 +293,7 @@ class PriorAuthWorkflow:
                     request_id=f"{wid}:draft" + (f"-r{revision}" if revision else ""),
                     patient_id=order.patient_ref.removeprefix("Patient/") or None,
                 ),
-                start_to_close_timeout=DRAFT_TIMEOUTS[Tier.FRONTIER],
-                retry_policy=DRAFT_RETRY,
+                **retry_rules.PA_DRAFT.options(),
             )
         except ActivityError:
             draft = template_draft(order, context, evidence.criteria, missing, revision)

@@ -23,6 +23,8 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
+from careflow.llm.types import Tier
+
 DAY = timedelta(days=1)
 
 
@@ -49,6 +51,24 @@ class Step:
         }
 
 
+# -- AI drafts (llm.draft): the longest single attempt per tier; what another attempt cannot fix ----
+LLM_ATTEMPT = {
+    Tier.FRONTIER: timedelta(minutes=3),
+    Tier.STANDARD: timedelta(seconds=90),
+    Tier.EFFICIENT: timedelta(seconds=45),
+}
+LLM_NON_RETRYABLE = ("BadLlmInput", "PhiNotPermitted", "TierNotAllowed", "BudgetExceeded", "UnknownTeam",
+                     "ProviderRejected")  # fmt: skip
+
+
+def llm_draft(tier: Tier, attempts: int) -> Step:
+    """`attempts` tries at one AI call of `tier`, then the caller's fallback (a template, the rules)."""
+    return Step(
+        LLM_ATTEMPT[tier], LLM_ATTEMPT[tier] * attempts + timedelta(minutes=2), timedelta(seconds=60),
+        max_attempts=attempts, non_retryable=LLM_NON_RETRYABLE,
+    )  # fmt: skip
+
+
 # -- prior authorization: hours to decide (72 h expedited, 7 days standard) ------------------------
 PA_INTAKE = Step(
     timedelta(seconds=60), DAY, timedelta(minutes=2), non_retryable=("OrderNotFound", "OrderNotCoded")
@@ -58,6 +78,7 @@ PA_EVIDENCE = Step(timedelta(seconds=60), timedelta(minutes=30), timedelta(minut
 PA_WRITE = Step(timedelta(seconds=20), DAY, timedelta(minutes=2))  # EHR records: short attempts, long budget
 PA_STEP = Step(timedelta(seconds=60), DAY, timedelta(minutes=2))  # roster, review close, payer, follow-ups
 PA_NOTIFY = Step(timedelta(seconds=60), DAY, timedelta(minutes=1))
+PA_DRAFT = llm_draft(Tier.FRONTIER, attempts=2)  # then staff get a pre-filled template
 
 # -- lab alert: a critical result reaches a clinician within 60 s ---------------------------------
 LAB_CONTEXT = Step(
