@@ -9,10 +9,8 @@ this needs no Temporal; the id lookups and the one-line errors run against the s
 from __future__ import annotations
 
 import io
-import os
 import socket
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from starters.cli_pa import Listed, PaOrder, list_table, resolve, status_table, 
 from starters.demo import alert_summary
 from starters.demo_prior_auth import drafts_table, how_to_review
 from starters.pa_orders import workflow_id
+from tests.support.cli import run_careflow
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = Settings(temporal_ui_url="http://127.0.0.1:8233", temporal_namespace="careflow")
@@ -154,14 +153,7 @@ def free_port() -> int:
 
 
 def careflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "starters", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env={**os.environ, "COLUMNS": "80", **(env or {})},
-    )
+    return run_careflow(*args, columns=80, timeout=90, env=env)
 
 
 def one_line(proc: subprocess.CompletedProcess[str], *expected: str) -> None:

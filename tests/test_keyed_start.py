@@ -21,6 +21,11 @@ async def _runs(client: Client, workflow_id: str) -> list[tuple[str, WorkflowExe
     return [(w.run_id, w.status) async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
 
 
+async def _two_runs(client: Client, workflow_id: str) -> list[tuple[str, WorkflowExecutionStatus | None]]:
+    runs = await _runs(client, workflow_id)
+    return runs if len(runs) == 2 else []
+
+
 async def test_lab_result_resend_recovers_a_terminated_run(client: Client, task_queue: str) -> None:
     # No worker: the run stays running until terminated, which is all this test needs.
     accept = workflow_starter(client, task_queue)
@@ -65,6 +70,9 @@ async def test_prior_auth_resubmit_recovers_a_failed_run_and_attaches_to_a_runni
     await wait_until(listed, what="the terminated run in `pa list`")
     again = await start_prior_auth(client, order_id, task_queue=task_queue)
     assert again.started
-    runs = await _runs(client, first.workflow_id)
-    assert len(runs) == 2 and sorted(s.name for _, s in runs if s) == ["RUNNING", "TERMINATED"]
+    # Visibility catches up with the new run within a moment: wait for both runs to be listed.
+    runs = await wait_until(
+        lambda: _two_runs(client, first.workflow_id), what="both runs listed by visibility"
+    )
+    assert sorted(s.name for _, s in runs if s) == ["RUNNING", "TERMINATED"]
     await client.get_workflow_handle(first.workflow_id).terminate(reason="test done")

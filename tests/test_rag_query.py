@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from careflow.llm.types import Tier
 from starters.api import create_app
 from starters.api_gateway import sign_team_token
 from tests.support.breaker_proc import HttpProvider, Upstream, serve_upstream
+from tests.support.cli import run_careflow
 from tests.support.kb import ROOT, StarterKb, clear_cache, kb_pool, starter_kb  # noqa: F401
 from tests.support.serving import serve
 
@@ -280,14 +279,7 @@ async def test_api_uses_the_gateway_auth_and_rate_limit(api: Api, kb: StarterKb)
 
 
 def careflow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "starters", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return run_careflow(*args)
 
 
 async def test_careflow_ask_prints_the_answer_with_citations(kb: StarterKb) -> None:
