@@ -195,6 +195,16 @@ class DevStack:
         # The Web UI cannot send a header on the dev server: the token travels in the path.
         return f"{self.codec_endpoint}/t/{codec_tokens(self.settings)[0]}"
 
+    def _write_temporal_env(self) -> Path:
+        """The CLI applies an env file's keys to any flag left unset, `start-dev`'s included."""
+        path = self.run_dir / "temporal-env.yaml"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(f"env:\n  careflow:\n    ui-codec-endpoint: {json.dumps(self.ui_codec_endpoint())}\n")
+        return path
+
     def stack_env(self) -> dict[str, str]:
         s = self.settings
         return {
@@ -280,8 +290,11 @@ class DevStack:
             str(s.temporal_ui_port),
             "--namespace",
             s.temporal_namespace,
-            "--ui-codec-endpoint",
-            self.ui_codec_endpoint(),
+            # The codec URL holds the token: it goes in a 0600 env file, not argv (`ps` shows argv).
+            "--env-file",
+            str(self._write_temporal_env()),
+            "--env",
+            "careflow",
             "--log-level",
             "warn",
             *search_attributes.cli_flags(),

@@ -129,6 +129,12 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         ):
             assert f"{var}=" in env_file
         assert oct((home / "stack.env").stat().st_mode & 0o777) == "0o600"
+        # The Web UI decodes through careflow's codec, and the token is in no process's argv (`ps`).
+        codec = httpx.get(f"{ui}/api/v1/settings", timeout=10).json()["Codec"]["Endpoint"]
+        token = codec.rsplit("/t/", 1)[1]
+        assert codec.startswith(f"http://127.0.0.1:{stack_env['CAREFLOW_API_PORT']}/codec/t/") and token
+        assert not [p.pid for p in processes_of(home) if token in " ".join(p.cmdline())]
+        assert oct((home / "run" / "temporal-env.yaml").stat().st_mode & 0o777) == "0o600"
         pids = recorded_pids(home)
         assert {
             "temporal",
