@@ -8,7 +8,8 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from careflow.audit.trail import PostgresAuditTrail, step_event_key
+from careflow.audit.trail import PostgresAuditTrail
+from careflow.idempotency import step_key
 from careflow.models.audit import AuditEvent
 
 
@@ -36,6 +37,6 @@ class AuditActivities:
             raise ApplicationError(
                 "audit.record needs event.workflow_id (it keys the event with the step)", non_retryable=True
             )
-        key = step_event_key(inp.event.workflow_id, inp.step)
+        key = step_key(inp.event.workflow_id, inp.step)
         result = await self._trail.append(inp.event, event_key=key)
         return RecordAuditOutput(event_id=result.event_id, inserted=result.inserted)

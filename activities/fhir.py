@@ -36,14 +36,7 @@ from careflow.fhir.client import (
     FhirProtocolError,
     FhirUnavailable,
 )
-from careflow.fhir.codes import CAREFLOW
-
-WORKFLOW_STEP_SYSTEM = f"{CAREFLOW}/sid/workflow-step"
-
-
-def step_identifier(workflow_id: str, step: str) -> str:
-    """`system|value` of the resource a workflow step creates (workflow id + step, never the run id)."""
-    return f"{WORKFLOW_STEP_SYSTEM}|{workflow_id}/{step}"
+from careflow.idempotency import step_identifier
 
 
 class PatientContextInput(BaseModel):

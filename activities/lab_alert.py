@@ -1,7 +1,8 @@
 """Activities of the lab-alert pipeline: patient context from FHIR, two-step assessment, alert delivery.
 
-Each is idempotent: reads are reads; the alert Task is a conditional create keyed by the result key
-and escalation level, and the push notification is deduplicated by the same key.
+Each is idempotent: reads are reads; the alert Task is a conditional create keyed by the step
+(`step_key(workflow id, "alert-<level>")`, careflow/idempotency.py) and the push notification is
+deduplicated by the same key.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from temporalio.exceptions import ApplicationError
 from activities.fhir import application_error
 from careflow.audit.sink import AuditSink
 from careflow.fhir.errors import FhirError
+from careflow.idempotency import STEP_SYSTEM, step_identifier, step_key
 from careflow.labs.rules import assess_rules
 from careflow.llm.errors import GatewayError
 from careflow.llm.gateway import Gateway
 from careflow.llm.tasks import LabUrgency, LabUrgencyInput
+from careflow.llm.teams import PIPELINES_TEAM
 from careflow.llm.types import Evidence, ProviderError, Tier
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 from careflow.models.lab_alert import (
+    PIPELINE,
     AlertDelivery,
     Assessment,
     AssessRequest,
@@ -37,9 +41,7 @@ from careflow.notify.notifier import Notifier
 from careflow.security.logging import get_logger
 
 log = get_logger("careflow.lab_alert")
-PIPELINE_TEAM = "careflow-pipelines"  # migration 0006
 
-ALERT_IDENTIFIER_SYSTEM = "urn:careflow:lab-alert"
 LOINC = "http://loinc.org"
 ROLE_CODES = {"charge_nurse": "charge-nurse", "chief": "department-chief"}
 HL7_FACILITY_SYSTEM = "urn:careflow:hl7-facility"
@@ -92,7 +94,7 @@ class GatewayUrgencyAssessor:
     output), the rules' finding stands alone, so a critical result is never held back by the AI.
     """
 
-    def __init__(self, gateway: Callable[[], Gateway], team_id: str = PIPELINE_TEAM) -> None:
+    def __init__(self, gateway: Callable[[], Gateway], team_id: str = PIPELINES_TEAM) -> None:
         self._gateway = gateway
         self._team = team_id
 
@@ -136,12 +138,11 @@ class GatewayUrgencyAssessor:
         try:
             parsed, rec = await self._gateway().run_task(
                 self._team,
-                "lab-alert",
+                PIPELINE,
                 Tier.EFFICIENT,
-                "lab_urgency",
                 task_input,
                 evidence,
-                request_id=f"{request.workflow_id}:assess",
+                request_id=step_key(request.workflow_id, "assess"),
                 contains_phi=True,
             )
         except (GatewayError, ProviderError, ValidationError) as exc:
@@ -277,7 +278,7 @@ class LabAlertActivities:
                 action=AuditAction.EXECUTE,
                 patient_id=req.context.audit_subject,  # never the raw MRN of an unmatched patient
                 resource_type="Observation",
-                request_id=f"{req.workflow_id}:assess",
+                request_id=step_key(req.workflow_id, "assess"),
                 workflow_id=req.workflow_id,
                 detail={"task": "lab_urgency", "engine": ai.ai_engine, "rule_urgency": finding.urgency.value},
             )
@@ -293,7 +294,6 @@ class LabAlertActivities:
         """The alert Task in the EHR, then the push.  The push never waits for the EHR: when the EHR
         cannot take the Task, the push goes out without it and the receipt says so (task_id ""), and
         the workflow creates the Task later (`alert_task`)."""
-        key = f"{d.result_key}-{d.level}"
         task_id = ""
         try:
             task_id = await self._create_task(d)
@@ -304,8 +304,8 @@ class LabAlertActivities:
                 "alert task deferred: the EHR is unavailable", workflow_id=d.workflow_id, level=d.level
             )
         sent = await self._notifier.send(
-            dedup_key=f"lab-alert:{key}",
-            kind="lab-alert",
+            dedup_key=step_key(d.workflow_id, f"alert-{d.level}"),
+            kind=PIPELINE,
             recipient_id=d.recipient_id,
             workflow_id=d.workflow_id,
             body={
@@ -325,10 +325,10 @@ class LabAlertActivities:
         return await self._create_task(d)
 
     async def _create_task(self, d: AlertDelivery) -> str:
-        key = f"{d.result_key}-{d.level}"
+        step = f"alert-{d.level}"
         task: dict[str, Any] = {
             "resourceType": "Task",
-            "identifier": [{"system": ALERT_IDENTIFIER_SYSTEM, "value": key}],
+            "identifier": [{"system": STEP_SYSTEM, "value": step_key(d.workflow_id, step)}],
             "status": "requested",
             "intent": "order",
             "priority": "stat",
@@ -350,7 +350,7 @@ class LabAlertActivities:
             }
         try:
             created, _ = await self._fhir.conditional_create(
-                task, f"{ALERT_IDENTIFIER_SYSTEM}|{key}", workflow_id=d.workflow_id
+                task, step_identifier(d.workflow_id, step), workflow_id=d.workflow_id
             )
         except FhirError as exc:
             raise application_error(exc) from None

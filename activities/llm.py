@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
+from careflow.llm import tasks
 from careflow.llm.errors import (
     BudgetExceeded,
     GatewayError,
@@ -36,15 +37,27 @@ from careflow.validation import error_fields
 
 
 class DraftInput(BaseModel):
+    """Build it with `DraftInput.of(typed task input, ...)`: the task's name and input travel as JSON."""
+
     team_id: str
     use_case: str  # cost attribution: "prior-auth", "lab-alert", ...
     tier: Tier
-    task: str  # a careflow.llm.tasks task name
+    task: str  # the task's wire name (careflow.llm.tasks), set by `of` from the input's type
     task_input: dict[str, Any]
     evidence: list[Evidence] = Field(default_factory=list)
     request_id: str  # from the workflow id and step, never the run id
     contains_phi: bool | None = None  # None: the task's own declaration
     patient_id: str | None = None  # whose data the call carries: the audit trail's subject
+
+    @classmethod
+    def of(cls, task_input: tasks.TaskInput, **fields: Any) -> DraftInput:
+        task = tasks.spec_for(task_input).name
+        return cls(task=task, task_input=task_input.model_dump(mode="json"), **fields)
+
+    def typed_input(self) -> tasks.TaskInput:
+        """The task input as its own type (KeyError for an unknown task, ValidationError for bad input)."""
+        parsed: tasks.TaskInput = tasks.task_spec(self.task).input_model.model_validate(self.task_input)
+        return parsed
 
 
 class DraftOutput(BaseModel):
@@ -121,8 +134,7 @@ class LlmActivities:
                 inp.team_id,
                 inp.use_case,
                 inp.tier,
-                inp.task,
-                inp.task_input,
+                inp.typed_input(),
                 inp.evidence,
                 request_id,
                 inp.contains_phi,

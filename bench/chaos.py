@@ -36,7 +36,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from bench.lab_alert_bench import oru
-from bench.prior_auth_bench import _held_by_ehr
+from bench.prior_auth_bench import held_by_ehr
 from careflow import task_queues
 from careflow.audit.trail import verify
 from careflow.config import Settings, load_settings
@@ -44,15 +44,17 @@ from careflow.db.pool import create_pool
 from careflow.fhir.synthetic import generate_ehr
 from careflow.hl7.mllp import Frame, MllpFramer, wrap
 from careflow.hl7.oru import parse_oru
+from careflow.idempotency import step_key
 from careflow.labs.normalise import results_from_oru
 from careflow.models.lab_alert import AlertAck
+from careflow.models.lab_alert import workflow_id as lab_workflow_id
 from careflow.models.prior_auth import PriorAuthInput
+from careflow.models.prior_auth import workflow_id as pa_workflow_id
 from careflow.security.logging import configure_logging
 from careflow.security.temporal import connect
-from starters.cli_pa import synthetic_orders
-from starters.devstack import DevStack
+from starters.clients.prior_auth import synthetic_orders
+from starters.devstack.stack import DevStack
 from workflows.lab_alert import LabResultAlertWorkflow
-from workflows.lab_alert import workflow_id as lab_workflow_id
 from workflows.prior_auth import PriorAuthWorkflow
 
 # (component, signal): what the schedule kills, in turn
@@ -125,7 +127,7 @@ async def start_prior_auths(
     settings: Settings, orders: list[str], n: int, run: str, spread: float
 ) -> list[str]:
     """Start each workflow, retrying while Temporal is down (as the EHR resends an order event)."""
-    ids = [f"prior-auth-{orders[i % len(orders)]}-c{run}-{i}" for i in range(n)]
+    ids = [pa_workflow_id(f"{orders[i % len(orders)]}-c{run}-{i}") for i in range(n)]
 
     async def start(i: int, wid: str) -> None:
         while True:
@@ -195,7 +197,7 @@ async def wait_done(pool_dsn: str, pa_ids: list[str], lab_keys: list[str], timeo
                 )
                 alerted = await conn.fetchval(
                     "SELECT count(*) FROM notifications WHERE dedup_key = ANY($1)",
-                    [f"lab-alert:{k}-physician" for k in lab_keys],
+                    [step_key(lab_workflow_id(k), "alert-physician") for k in lab_keys],
                 )
             finally:
                 await conn.close()
@@ -256,7 +258,7 @@ async def main() -> None:
     pool_dsn = settings.database_url
     pool = await create_pool(settings)
     try:
-        orders = await _held_by_ehr(
+        orders = await held_by_ehr(
             settings, pool, [o.order_id for o in synthetic_orders(args.seed, args.patients)]
         )
     finally:

@@ -38,10 +38,9 @@ from careflow.db.pool import create_pool
 from careflow.llm.config import GatewayConfig
 from careflow.llm.gateway import Gateway
 from careflow.llm.providers.anthropic import AnthropicProvider
-from careflow.llm.teams import Team, TeamStore
+from careflow.llm.teams import Team, TeamStore, sign_team_token
 from careflow.llm.types import CompletionRequest, CompletionResponse, Message, Tier, Usage
 from careflow.net import free_port
-from starters.api_gateway import sign_team_token
 from tests.support.fake_upstreams import fake_anthropic
 
 SLA_ADDED_MS = 10.0

@@ -25,10 +25,11 @@ from careflow.config import Settings, load_settings
 from careflow.fhir.synthetic import generate_ehr
 from careflow.hl7.mllp import Frame, MllpFramer, wrap
 from careflow.hl7.oru import parse_oru
+from careflow.idempotency import step_key
 from careflow.labs.normalise import results_from_oru
-from careflow.models.lab_alert import AlertAck
+from careflow.models.lab_alert import AlertAck, workflow_id
 from careflow.security.temporal import connect
-from workflows.lab_alert import LabResultAlertWorkflow, workflow_id
+from workflows.lab_alert import LabResultAlertWorkflow
 
 SLA_S = 60.0
 PEAK_PER_MIN = 50
@@ -103,7 +104,7 @@ async def run_level(
         s.writer.close()
 
     # posting-to-alert: the physician's notification row (written by lab.deliver_alert)
-    keys = {f"lab-alert:{k}-physician": k for k in sent_at}
+    keys = {step_key(workflow_id(k), "alert-physician"): k for k in sent_at}
     alerted: dict[str, float] = {}
     deadline = time.monotonic() + max(120.0, count / 5)
     while len(alerted) < len(keys) and time.monotonic() < deadline:

@@ -40,10 +40,10 @@ from bench.processes import start_ready_processes
 from careflow import task_queues
 from careflow.config import Settings, load_settings
 from careflow.db.pool import create_pool
-from careflow.models.prior_auth import PriorAuthInput
+from careflow.models.prior_auth import PriorAuthInput, workflow_id
 from careflow.security.logging import configure_logging
 from careflow.security.temporal import connect
-from starters.cli_pa import synthetic_orders
+from starters.clients.prior_auth import synthetic_orders
 from workflows.prior_auth import PriorAuthWorkflow
 
 SLA_S = 300.0
@@ -58,8 +58,8 @@ async def start_workers(queue: str, count: int) -> list[asyncio.subprocess.Proce
 async def prepare(settings: Settings, seed: int, orders_needed: int, seeded: bool) -> list[str]:
     """Seed enough patients for the distinct orders (idempotent) and the payer policies of the KB."""
     from careflow.kb.ingest import discover, ingest_files
-    from starters.cli_seed import _load
-    from starters.demo_prior_auth import STARTER_KB
+    from starters.clients.seed import load_synthetic_ehr
+    from starters.demos.prior_auth import STARTER_KB
 
     patients = math.ceil(min(orders_needed, PEAK_ORDERS) / ORDERS_PER_PATIENT)
     orders = [o.order_id for o in synthetic_orders(seed, patients)]
@@ -69,14 +69,14 @@ async def prepare(settings: Settings, seed: int, orders_needed: int, seeded: boo
         if seeded:
             # An EHR seeded with fewer patients lacks some orders: their workflows would end
             # order_not_found and the bench would wait for drafts that never come.
-            orders = await _held_by_ehr(settings, pool, orders)
+            orders = await held_by_ehr(settings, pool, orders)
             if not orders:
                 raise SystemExit(
                     f"the EHR holds none of seed {seed}'s prior-auth orders: run without --seeded"
                 )
             print(f"EHR: already seeded; {len(orders)} of seed {seed}'s PA orders are there", flush=True)
         else:
-            stats = await _load(settings, seed, patients, datetime.now(UTC).date(), concurrency=8)
+            stats = await load_synthetic_ehr(settings, pool, seed, patients, datetime.now(UTC).date(), 8)
             took = time.perf_counter() - t0
             print(f"EHR: seed {seed}, {patients} patients, {len(orders)} PA orders "
                   f"({stats.created} resources created, {took:.0f} s)", flush=True)  # fmt: skip
@@ -88,7 +88,7 @@ async def prepare(settings: Settings, seed: int, orders_needed: int, seeded: boo
     return orders
 
 
-async def _held_by_ehr(settings: Settings, pool: asyncpg.Pool, orders: list[str]) -> list[str]:
+async def held_by_ehr(settings: Settings, pool: asyncpg.Pool, orders: list[str]) -> list[str]:
     """The orders the EHR holds, searched by identifier 50 at a time (orders are medication or
     service requests)."""
     from careflow.audit.trail import PostgresAuditTrail
@@ -122,7 +122,7 @@ def pct(xs: list[float], q: float) -> float:
 async def burst(
     client: Client, pool: asyncpg.Pool, queue: str, orders: list[str], n: int, run: str, timeout: float
 ) -> dict[str, float]:
-    ids = [f"prior-auth-{orders[i % len(orders)]}-b{run}-{i // len(orders)}" for i in range(n)]
+    ids = [workflow_id(f"{orders[i % len(orders)]}-b{run}-{i // len(orders)}") for i in range(n)]
     sent: dict[str, float] = {}
     slots = asyncio.Semaphore(64)
 

@@ -24,7 +24,7 @@ from careflow.db.pool import create_pool
 from careflow.fhir.client import FhirClient
 from careflow.fhir.synthetic import iter_patients, staff_bundle
 from careflow.security.logging import configure_logging
-from starters.cli_seed import SEED_ACTOR, BundleLoader
+from starters.clients.seed import SEED_ACTOR, BundleLoader
 
 AS_OF = date(2026, 11, 27)
 

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
         host = self.temporal_address.rpartition(":")[0]
         return f"http://{host}:{self.temporal_ui_port}"
 
+    def workflow_url(self, workflow_id: str = "") -> str:
+        """The Web UI page of one workflow, or of the namespace's workflow list."""
+        base = f"{self.temporal_ui_url}/namespaces/{self.temporal_namespace}/workflows"
+        return f"{base}/{workflow_id}" if workflow_id else base
+
     @cached_property
     def state_dir(self) -> Path:
         return self.home.resolve()

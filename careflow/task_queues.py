@@ -2,5 +2,3 @@
 
 # Orchestration of every pipeline plus light activities (database, FHIR, notifications).
 MAIN = "careflow-main"
-
-ALL = (MAIN,)

@@ -1,3 +1,3 @@
-from starters.cli import main
+from starters.cli.main import main
 
 main()

@@ -24,7 +24,7 @@ from careflow.db.migrate import migrate
 from careflow.net import free_port
 from careflow.security.keys import new_key_spec
 from careflow.security.temporal import data_converter
-from workflows import search_attributes
+from workers import pipelines
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -80,7 +80,7 @@ async def dev_server(test_env: dict[str, str]) -> AsyncIterator[WorkflowEnvironm
         namespace="careflow",
         data_converter=data_converter(Settings()),
         dev_server_existing_path=str(BIN / "temporal"),
-        search_attributes=list(search_attributes.ALL),
+        search_attributes=pipelines.search_attributes(),
         ip="127.0.0.1",
         port=free_port(),
     )

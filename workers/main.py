@@ -13,7 +13,6 @@ import signal
 import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -23,16 +22,14 @@ from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.security.logging import get_logger
 from careflow.security.temporal import connect
-from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
+from workers.pipeline import ActivityFactory, ProcessClients
+from workers.registry import activities_for, sandbox_runner, workflows_for
 
 log = get_logger("careflow.worker")
 
 
 def default_identity(task_queue: str) -> str:
     return f"{task_queue}@{socket.gethostname()}:{os.getpid()}"
-
-
-ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]
 
 
 async def run_worker(

@@ -1,111 +1,47 @@
-"""What runs where: the workflows and activities registered on each task queue.
+"""What runs where: the workflows and activities each task queue's workers register, from the
+pipelines' declarations (workers/pipelines.py).
 
-Every queue also gets the platform probe, so the canary can check each one end to end.  The
-Replayer uses `ALL_WORKFLOWS` and `sandbox_runner()` exactly as the workers do.
+Every queue also gets the building blocks' activities (the platform probe, so the canary can check
+each queue end to end; the audit trail; the AI gateway's draft).  The Replayer uses `ALL_WORKFLOWS`
+and `sandbox_runner()` exactly as the workers do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import AuditActivities
-from activities.fhir import fhir_activities, process_fhir_client
-from activities.kb import KbActivities
-from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
-from activities.llm import LlmActivities
 from activities.platform import PlatformActivities
-from activities.prior_auth import PriorAuthActivities
-from careflow import task_queues
-from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
-from careflow.notify.notifier import Notifier
-from careflow.security.keys import pseudonymizer
 from careflow.security.temporal import data_converter
-from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
-from workflows.lab_alert import LabResultAlertWorkflow
-from workflows.platform_canary import PlatformCanaryWorkflow
-from workflows.prior_auth import PriorAuthWorkflow
+from workers.pipeline import ProcessClients
+from workers.pipelines import PIPELINES
+
+__all__ = ["ALL_WORKFLOWS", "ProcessClients", "activities_for", "replayer", "sandbox_runner", "workflows_for"]
 
 
-@dataclass(frozen=True)
-class ProcessClients:
-    """Built once per worker process, injected into every activity class."""
-
-    settings: Settings
-    pool: asyncpg.Pool
-    codec: PayloadCodec | None
-    identity: str
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    workflows: Sequence[type]
-    activities: Callable[[ProcessClients], Sequence[Callable[..., Any]]]
-
-
-def _platform_activities(c: ProcessClients) -> list[Callable[..., Any]]:
-    return [PlatformActivities(c.pool, c.codec, c.identity).probe]
-
-
-def _main_activities(c: ProcessClients) -> list[Callable[..., Any]]:
-    # Activity classes of the building blocks, each built once per worker process from `c`.
-    llm = LlmActivities(c.pool, c.settings, actor=c.identity)
-    fhir = process_fhir_client(c.settings, c.pool, c.identity)
-    notifier = Notifier(c.pool, c.settings.notify_webhook_url)
-    lab = LabAlertActivities(
-        fhir,
-        GatewayUrgencyAssessor(lambda: llm.gateway),
-        notifier,
-        PostgresAuditTrail(c.pool),
-        c.identity,
-        pseudonymizer(c.settings),
-    )
+def building_block_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     return [
+        PlatformActivities(c.pool, c.codec, c.identity).probe,
         AuditActivities(c.pool).record,
-        llm.draft,
-        *fhir_activities(c.settings, c.pool, c.identity),
-        lab.patient_context,
-        lab.assess,
-        lab.deliver_alert,
-        lab.alert_task,
-        *KbActivities(c.pool).all(),
-        *PriorAuthActivities(fhir, c.pool, notifier, c.settings).all(),
+        c.llm.draft,
     ]
 
 
-QUEUES: dict[str, QueueSpec] = {
-    task_queues.MAIN: QueueSpec(
-        workflows=[
-            PlatformCanaryWorkflow,
-            LabResultAlertWorkflow,
-            PriorAuthWorkflow,
-            KnowledgeBaseRefreshWorkflow,
-        ],
-        activities=_main_activities,
-    ),
-}
-
-ALL_WORKFLOWS: list[type] = sorted(
-    {wf for spec in QUEUES.values() for wf in spec.workflows}, key=lambda wf: wf.__name__
-)
-
-
 def activities_for(queue: str, clients: ProcessClients) -> list[Callable[..., Any]]:
-    spec = QUEUES.get(queue)
-    own = list(spec.activities(clients)) if spec else []
-    return [*_platform_activities(clients), *own]
+    own = [fn for p in PIPELINES if p.task_queue == queue for fn in p.activities(clients)]
+    return [*building_block_activities(clients), *own]
 
 
 def workflows_for(queue: str) -> list[type]:
-    spec = QUEUES.get(queue)
-    return list(spec.workflows) if spec else []
+    return [wf for p in PIPELINES if p.task_queue == queue for wf in p.workflows]
+
+
+ALL_WORKFLOWS: list[type] = sorted({wf for p in PIPELINES for wf in p.workflows}, key=lambda wf: wf.__name__)
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

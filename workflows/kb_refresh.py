@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
         KbRetireInput,
     )
 
-WORKFLOW_ID_PREFIX = "kb-refresh-"
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
 )

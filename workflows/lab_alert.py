@@ -29,14 +29,15 @@ with workflow.unsafe.imports_passed_through():
         DeliveryReceipt,
         LabAlertInput,
         LabAlertOutput,
+        LabAlertStage,
         LabAlertStatus,
         PatientLabContext,
         UnmatchedPatient,
         Urgency,
     )
     from workflows import retry_rules
+    from workflows import search_attributes as sa
 
-WORKFLOW_ID_PREFIX = "lab-alert-"
 ESCALATIONS = ((timedelta(minutes=15), "charge_nurse"), (timedelta(minutes=30), "chief"))
 # A patient the EHR does not know has no responsible physician to find: the lab that sent the result
 # and the charge nurse are alerted at once, the department chief at 15 minutes.
@@ -46,22 +47,22 @@ ACK_GIVE_UP = timedelta(hours=24)
 # The EHR or the assessment step down past its budget: alert from the message, by the rules alone,
 # and create the EHR Task once the EHR is back (workflows/retry_rules.py).
 OUTAGE_PATCH = "ehr-outage-path"
-
-
-def workflow_id(result_key: str) -> str:
-    return WORKFLOW_ID_PREFIX + result_key
+# Stage and urgency as search attributes, so `careflow alerts list` is one visibility query.
+VISIBLE_PATCH = "search-attributes"
 
 
 @workflow.defn(name="LabResultAlertWorkflow")
 class LabResultAlertWorkflow:
     def __init__(self) -> None:
-        self._status = LabAlertStatus(stage="received")
+        self._status = LabAlertStatus(stage=LabAlertStage.RECEIVED)
         self._ack: AlertAck | None = None
+        self._visible = False
 
     @workflow.run
     async def run(self, inp: LabAlertInput) -> LabAlertOutput:
         wid = workflow.info().workflow_id
         result = inp.result
+        self._visible = inp.search_attributes and workflow.patched(VISIBLE_PATCH)
         try:
             context = await workflow.execute_activity_method(
                 LabAlertActivities.patient_context,
@@ -76,7 +77,7 @@ class LabResultAlertWorkflow:
                 ehr_available=False,
                 missing=[f"the EHR did not answer within {retry_rules.LAB_CONTEXT.budget.seconds} s"],
             )
-        self._status.stage = "assessing"
+        self._stage(LabAlertStage.ASSESSING)
         try:
             assessment = await workflow.execute_activity_method(
                 LabAlertActivities.assess,
@@ -97,7 +98,7 @@ class LabResultAlertWorkflow:
             )
         self._status.urgency = assessment.urgency
         if assessment.urgency != Urgency.CRITICAL:
-            self._status.stage = "no-alert"
+            self._stage(LabAlertStage.NO_ALERT)
             return LabAlertOutput(result_key=result.result_key, assessment=assessment, status=self._status)
 
         recipients = {
@@ -155,17 +156,17 @@ class LabResultAlertWorkflow:
         for level in first:
             await deliver(level)
         if self._status.acknowledged is None:  # the acknowledgement may beat the delivery's completion
-            self._status.stage = "alerted"
+            self._stage(LabAlertStage.ALERTED)
         for after, level in escalations:
             if await self._acknowledged_by(alerted_at + after):
                 break
             await deliver(level)
             if self._status.acknowledged is None:
-                self._status.stage = "escalated"
+                self._stage(LabAlertStage.ESCALATED)
         else:
             await self._acknowledged_by(alerted_at + ACK_GIVE_UP)
         if self._status.acknowledged is None:
-            self._status.stage = "unacknowledged"
+            self._stage(LabAlertStage.UNACKNOWLEDGED)
         elif workflow.patched("audit-acknowledgement"):
             subject = context.audit_subject or (result.patient_id if context.ehr_available else None)
             await self._audit_acknowledgement(wid, subject)
@@ -215,7 +216,18 @@ class LabResultAlertWorkflow:
             return
         level = self._status.deliveries[-1].level if self._status.deliveries else "none"
         self._status.acknowledged = AckRecord(by=ack.by, role=ack.role, at=workflow.now(), level_at_ack=level)
-        self._status.stage = "acknowledged"
+        self._stage(LabAlertStage.ACKNOWLEDGED)
+
+    def _stage(self, stage: LabAlertStage) -> None:
+        self._status.stage = stage
+        if self._visible:  # ids and enums only: never PHI
+            urgency = self._status.urgency
+            workflow.upsert_search_attributes(
+                [
+                    sa.STAGE.value_set(stage.value),
+                    *([sa.PRIORITY.value_set(urgency.value)] if urgency else []),
+                ]
+            )
 
     @workflow.query(name="status")
     def status(self) -> LabAlertStatus:

@@ -6,13 +6,16 @@ attempts, then a pre-filled template for staff) -> preliminary DocumentReference
 notification -> staff review (signals or the validated `review` update; reminder at 4 h, supervisor
 escalation at 8 h, expiry at the payer decision deadline) -> on approval the document becomes final and
 the PAS Claim goes to the payer (pended: followed up hourly); on rejection nothing is submitted.
+
+Orchestration only: the letter, the review rules, the deadlines and the audit events are
+careflow.prior_auth's pure functions.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
@@ -20,32 +23,26 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities, RecordAuditInput
-    from activities.llm import DraftInput, DraftOutput, LlmActivities
+    from activities.llm import DraftInput, LlmActivities
     from activities.prior_auth import PriorAuthActivities
-    from careflow.llm.tasks import PaJustification, PaJustificationInput
-    from careflow.llm.types import Evidence, Tier
-    from careflow.models.audit import AuditAction, AuditEvent, AuditEventType, AuditOutcome
+    from careflow.llm.teams import PIPELINES_TEAM
+    from careflow.llm.types import Tier
+    from careflow.models.audit import AuditEvent
     from careflow.models.prior_auth import (
         CONTEXT_TYPES,
         OBSERVATION_CONTEXT,
+        PIPELINE,
         ClinicalEvidence,
-        CloseReviewRequest,
         ContextPart,
         ContextRequest,
-        CriterionRow,
         Draft,
         EscalationRequest,
-        EvidenceRequest,
-        MetricsRecord,
-        NotifyRequest,
         OrderInfo,
         PayerInquiry,
         PayerOutcome,
-        PayerSubmission,
         PriorAuthInput,
         PriorAuthOutput,
         PriorAuthStatus,
-        Priority,
         PublishDraftRequest,
         ReviewAction,
         ReviewActionName,
@@ -53,80 +50,25 @@ with workflow.unsafe.imports_passed_through():
         ReviewOutcome,
         ReviewRecords,
         ReviewRequest,
-        ReviewRoster,
         RosterMember,
         Stage,
-        reviewer_ref,
     )
+    from careflow.prior_auth import criteria, deadlines, letters, metrics, missing, summaries, visibility
+    from careflow.prior_auth import review as pa_review
     from workflows import retry_rules
     from workflows import search_attributes as sa
 
-WORKFLOW_ID_PREFIX = "prior-auth-"
-PIPELINE = "prior-auth"
-PIPELINE_TEAM = "careflow-pipelines"
-REMIND_AFTER = timedelta(hours=4)
-ESCALATE_AFTER = timedelta(hours=8)
-# Payer decision deadlines (CMS-0057-F): 72 hours expedited, 7 calendar days standard.
-DECISION_DEADLINE = {Priority.EXPEDITED: timedelta(hours=72), Priority.STANDARD: timedelta(days=7)}
-PAYER_FOLLOW_UP = timedelta(hours=1)
-
-
-def workflow_id(order_id: str) -> str:
-    return WORKFLOW_ID_PREFIX + order_id
-
-
-def template_draft(
-    order: OrderInfo, context: list[ContextPart], criteria: list[str], missing: list[str], revision: int
-) -> Draft:
-    """The pre-filled template staff complete when the AI draft failed: facts copied from the order and
-    the record summaries, every payer criterion left `unknown` for the reviewer to judge."""
-    conditions = [e for p in context if p.resource_type == "Condition" for e in p.entries]
-    treatments = [
-        e for p in context if p.resource_type in ("MedicationRequest", "Procedure") for e in p.entries
-    ]
-    diagnoses = ", ".join(f"{d.display or d.code} ({d.code})" for d in order.diagnoses) or "[diagnosis]"
-    lines = [
-        "To: the payer, utilization management",
-        f"Re: Prior authorization request for {order.requested_item} (order {order.order_id})",
-        "",
-        "TEMPLATE: the AI draft was unavailable. Complete every [bracketed] part before approving.",
-        "",
-        f"We request prior authorization of {order.requested_item} for this patient, "
-        f"diagnosed with {diagnoses}.",
-        "",
-        "Diagnoses on record:",
-        *([f"- {e.summary} [{e.reference}]" for e in conditions] or ["- [none found: add]"]),
-        "",
-        "Prior and current treatments:",
-        *([f"- {e.summary} [{e.reference}]" for e in treatments] or ["- [none found: add]"]),
-        "",
-        "Payer criteria:",
-        *([f"- {c}: [met / not met: cite the record]" for c in criteria] or ["- [payer criteria: add]"]),
-        "",
-        "[Clinical rationale]",
-    ]
-    return Draft(
-        revision=revision,
-        letter="\n".join(lines),
-        criteria=[CriterionRow(criterion=c, status="unknown") for c in criteria],
-        citations=[e.reference for e in conditions + treatments],
-        missing_information=[*missing, "AI draft unavailable: pre-filled template, criteria to be assessed."],
-        template=True,
-        model="template",
-        model_version="1",
-    )
-
-
-def _evidence(context: list[ContextPart]) -> list[Evidence]:
-    return [
-        Evidence(id=e.reference, kind="fhir", title=p.resource_type, text=e.summary)
-        for p in context
-        for e in p.entries
-    ]
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 def _failure_type(exc: ActivityError) -> str | None:
     return exc.cause.type if isinstance(exc.cause, ApplicationError) else None
+
+
+async def _step(step: retry_rules.Step, activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
+    """One activity call, with the step's timeouts and retry policy (workflows/retry_rules.py)."""
+    return await workflow.execute_activity_method(activity, arg, **step.options())
 
 
 @workflow.defn(name="PriorAuthWorkflow")
@@ -134,11 +76,7 @@ class PriorAuthWorkflow:
     def __init__(self) -> None:
         self._status = PriorAuthStatus()
         self._inp = PriorAuthInput(order_id="")
-        self._roster = ReviewRoster()
-        self._pending: ReviewDecision | None = None
-        self._ignored: list[tuple[ReviewRequest, str]] = []
-        self._ignored_audited = 0
-        self._decisions = 0
+        self._desk = pa_review.ReviewDesk()  # review actions: accepted, ignored, audited
         self._order: OrderInfo | None = None
         self._draft_in_review: Draft | None = None
         self._base_missing: list[str] = []  # what the workflow itself found missing (context, KB, payer)
@@ -150,30 +88,25 @@ class PriorAuthWorkflow:
         s = self._status
         s.order_id, s.priority = inp.order_id, inp.priority
         s.received_at = workflow.now()
-        s.deadline = s.received_at + DECISION_DEADLINE[inp.priority]
+        s.deadline = s.received_at + deadlines.DECISION_DEADLINE[inp.priority]
         self._visibility(Stage.RECEIVED)
 
         try:
-            order = await workflow.execute_activity_method(
-                PriorAuthActivities.find_order,
-                inp.order_id,
-                **retry_rules.PA_INTAKE.options(),
+            order = self._order = await _step(
+                retry_rules.PA_INTAKE, PriorAuthActivities.find_order, inp.order_id
             )
-            self._order = order
         except ActivityError as exc:
             if _failure_type(exc) not in ("OrderNotFound", "OrderNotCoded"):
                 raise
-            s.missing_information = ["The order was not found in the EHR (or names no coded item)."]
+            s.missing_information = [missing.ORDER_NOT_FOUND]
             self._visibility(Stage.ORDER_NOT_FOUND)
             return PriorAuthOutput(order_id=inp.order_id, status=s)
 
         self._visibility(Stage.EXTRACTING)
         context = await self._extract_context(order)
-        coverage = next((p for p in context if p.resource_type == "Coverage"), None)
-        payer_ref = coverage.payer_ref if coverage else None
-        s.payer = (coverage.payer_name if coverage else None) or None
+        payer_ref, s.payer = summaries.coverage_payer(context)
         if s.payer is None:
-            self._base_missing.append("No payer on the patient's coverage: the payer must be confirmed.")
+            self._base_missing.append(missing.NO_PAYER)
 
         self._visibility(Stage.RETRIEVING)
         evidence = await self._retrieve(order)
@@ -181,13 +114,10 @@ class PriorAuthWorkflow:
 
         self._visibility(Stage.DRAFTING)
         draft = await self._draft(order, context, evidence, revision=0, comments="")
-        roster = self._roster = await workflow.execute_activity_method(
-            PriorAuthActivities.review_roster,
-            **retry_rules.PA_STEP.options(),
+        roster = self._desk.roster = await workflow.execute_activity_method(
+            PriorAuthActivities.review_roster, **retry_rules.PA_STEP.options()
         )
-        staff = roster.of_role("pa-staff")
-        # Spread reviews over the PA staff deterministically (same order, same assignee).
-        assignee = staff[sum(map(ord, order.order_id)) % len(staff)] if staff else None
+        assignee = pa_review.assignee(roster.of_role("pa-staff"), order.order_id)
         records = await self._publish(order, draft, assignee, None)
         s.draft_ready_at = workflow.now()
         self._visibility(Stage.AWAITING_REVIEW)
@@ -220,12 +150,9 @@ class PriorAuthWorkflow:
     # -- steps -------------------------------------------------------------------------------------
     async def _extract_context(self, order: OrderInfo) -> list[ContextPart]:
         async def read(rtype: str) -> ContextPart | None:
+            req = ContextRequest(patient_ref=order.patient_ref, resource_type=rtype)
             try:
-                return await workflow.execute_activity_method(
-                    PriorAuthActivities.read_context,
-                    ContextRequest(patient_ref=order.patient_ref, resource_type=rtype),
-                    **retry_rules.PA_CONTEXT_READ.options(),
-                )
+                return await _step(retry_rules.PA_CONTEXT_READ, PriorAuthActivities.read_context, req)
             except ActivityError:
                 return None
 
@@ -233,107 +160,51 @@ class PriorAuthWorkflow:
         if workflow.patched("pa-observation-context"):  # histories before it read six types
             types = (*CONTEXT_TYPES, OBSERVATION_CONTEXT)
         parts = await asyncio.gather(*(read(t) for t in types))
-        missing = [t for t, p in zip(types, parts, strict=True) if p is None]
-        if missing:
+        absent = [t for t, p in zip(types, parts, strict=True) if p is None]
+        if absent:
             s = self._status
-            s.partial_context, s.missing_resource_types = True, missing
-            self._base_missing.append(
-                "Partial patient context: the EHR did not return "
-                + ", ".join(missing)
-                + " within 30 minutes."
-            )
+            s.partial_context, s.missing_resource_types = True, absent
+            self._base_missing.append(missing.partial_context(absent))
         return [p for p in parts if p is not None]
 
     async def _retrieve(self, order: OrderInfo) -> ClinicalEvidence:
+        req = criteria.evidence_request(self._inp.tenant_id, order)
         try:
-            return await workflow.execute_activity_method(
-                PriorAuthActivities.retrieve_evidence,
-                EvidenceRequest(
-                    tenant_id=self._inp.tenant_id,
-                    requested_item=order.requested_item,
-                    item_code=order.item.code,
-                    diagnoses=[d.display or d.code for d in order.diagnoses],
-                ),
-                **retry_rules.PA_EVIDENCE.options(),
-            )
+            return await _step(retry_rules.PA_EVIDENCE, PriorAuthActivities.retrieve_evidence, req)
         except ActivityError:
-            return ClinicalEvidence(
-                missing_information=[
-                    "The knowledge base was unavailable: payer criteria and guidelines unknown."
-                ]
-            )
+            return ClinicalEvidence(missing_information=[missing.KB_UNAVAILABLE])
 
-    async def _draft(
-        self,
-        order: OrderInfo,
-        context: list[ContextPart],
-        evidence: ClinicalEvidence,
-        revision: int,
-        comments: str,
-    ) -> Draft:
-        wid = workflow.info().workflow_id
-        task_input = PaJustificationInput(
-            requested_item=order.requested_item,
-            payer=self._status.payer or "",
-            order_id=order.order_id,
-            criteria=evidence.criteria,
-            reviewer_comments=comments,
+    async def _draft(self, order: OrderInfo, context: list[ContextPart], evidence: ClinicalEvidence,
+                     revision: int, comments: str) -> Draft:  # fmt: skip
+        task_input = letters.justification_input(order, self._status.payer, evidence.criteria, comments)
+        found = [*self._base_missing]
+        req = DraftInput.of(
+            task_input,
+            team_id=PIPELINES_TEAM,
+            use_case=PIPELINE,
+            tier=Tier.FRONTIER,
+            evidence=[*letters.context_evidence(context), *evidence.evidence],
+            request_id=letters.draft_request_id(workflow.info().workflow_id, revision),
+            patient_id=order.patient_ref.removeprefix("Patient/") or None,
         )
-        missing = [*self._base_missing]
         try:
-            out = await workflow.execute_activity_method(
-                LlmActivities.draft,
-                DraftInput(
-                    team_id=PIPELINE_TEAM,
-                    use_case=PIPELINE,
-                    tier=Tier.FRONTIER,
-                    task="pa_justification",
-                    task_input=task_input.model_dump(mode="json"),
-                    evidence=[*_evidence(context), *evidence.evidence],
-                    request_id=f"{wid}:draft" + (f"-r{revision}" if revision else ""),
-                    patient_id=order.patient_ref.removeprefix("Patient/") or None,
-                ),
-                **retry_rules.PA_DRAFT.options(),
-            )
+            out = await _step(retry_rules.PA_DRAFT, LlmActivities.draft, req)
         except ActivityError:
-            draft = template_draft(order, context, evidence.criteria, missing, revision)
+            draft = letters.template_draft(order, context, evidence.criteria, found, revision)
         else:
-            draft = self._from_output(out, missing, revision)
-        self._status.template = draft.template
-        self._status.missing_information = draft.missing_information
-        self._status.criteria = draft.criteria
-        self._status.revision = revision
+            draft = letters.ai_draft(out.output, out.provider, out.model, out.request_id, found, revision)
+        s = self._status
+        s.template, s.missing_information, s.criteria, s.revision = (
+            draft.template, draft.missing_information, draft.criteria, revision
+        )  # fmt: skip
         self._draft_in_review = draft
         return draft
 
-    @staticmethod
-    def _from_output(out: DraftOutput, missing: list[str], revision: int) -> Draft:
-        parsed = PaJustification.model_validate(out.output)
-        return Draft(
-            revision=revision,
-            letter=parsed.letter,
-            criteria=[CriterionRow(**c.model_dump()) for c in parsed.criteria],
-            citations=parsed.citations,
-            missing_information=list(dict.fromkeys([*missing, *parsed.missing_information])),
-            model=f"{out.provider}/{out.model}",
-            model_version=out.model or "",
-            request_id=out.request_id,
-        )
-
-    async def _publish(
-        self, order: OrderInfo, draft: Draft, assignee: RosterMember | None, document_id: str | None
-    ) -> ReviewRecords:
-        records = await workflow.execute_activity_method(
-            PriorAuthActivities.publish_draft,
-            PublishDraftRequest(
-                order=order,
-                draft=draft,
-                assignee=assignee,
-                priority=self._inp.priority,
-                document_reference_id=document_id,
-            ),
-            **retry_rules.PA_WRITE.options(),
-        )
+    async def _publish(self, order: OrderInfo, draft: Draft, assignee: RosterMember | None,
+                       document_id: str | None) -> ReviewRecords:  # fmt: skip
+        req = PublishDraftRequest(order=order, draft=draft, assignee=assignee, priority=self._inp.priority,
+                                  document_reference_id=document_id)  # fmt: skip
+        records = await _step(retry_rules.PA_WRITE, PriorAuthActivities.publish_draft, req)
         self._status.document_reference_id = records.document_reference_id
         self._status.task_id = records.task_id
         return records
@@ -341,40 +212,20 @@ class PriorAuthWorkflow:
     async def _notify(
         self, step: str, kind: str, to: RosterMember | None, task_id: str, draft: Draft
     ) -> None:
-        met = sum(1 for c in draft.criteria if c.status == "met")
-        order = self._order
-        assert order is not None
-        await workflow.execute_activity_method(
-            PriorAuthActivities.notify,
-            NotifyRequest(
-                step=step,
-                kind=kind,
-                recipient_ref=to.practitioner_ref if to else None,
-                task_id=task_id,
-                order_id=order.order_id,
-                summary=f"Prior authorization draft for {order.item.code}: {met} of {len(draft.criteria)} "
-                f"payer criteria met{' (template)' if draft.template else ''}.",
-            ),
-            **retry_rules.PA_NOTIFY.options(),
-        )
+        assert self._order is not None
+        req = letters.notification(step, kind, to, task_id, self._order, draft)
+        await _step(retry_rules.PA_NOTIFY, PriorAuthActivities.notify, req)
 
-    async def _review_loop(
-        self,
-        order: OrderInfo,
-        context: list[ContextPart],
-        evidence: ClinicalEvidence,
-        draft: Draft,
-        assignee: RosterMember | None,
-        records: ReviewRecords,
-    ) -> ReviewDecision | None:
+    async def _review_loop(self, order: OrderInfo, context: list[ContextPart], evidence: ClinicalEvidence,
+                           draft: Draft, assignee: RosterMember | None, records: ReviewRecords,
+                           ) -> ReviewDecision | None:  # fmt: skip
         s = self._status
         assert s.draft_ready_at is not None and s.deadline is not None
-        remind_at, escalate_at = s.draft_ready_at + REMIND_AFTER, s.draft_ready_at + ESCALATE_AFTER
+        clock = deadlines.ReviewClock.starting(s.draft_ready_at, s.deadline)
         while True:
             await self._audit_ignored(order)
-            decision = self._pending
+            decision = self._desk.take()
             if decision is not None:
-                self._pending = None
                 await self._audit_decision(order, decision)
                 if decision.action != "request_changes":
                     s.decided_at = workflow.now()
@@ -388,185 +239,76 @@ class PriorAuthWorkflow:
                 )
                 continue
             now = workflow.now()
-            if now >= s.deadline:
+            due = clock.due(now, s.reminded, s.escalated)
+            if due == "expire":
                 return None
-            if not s.reminded and now >= remind_at:
+            if due == "remind":
                 s.reminded = True
                 await self._notify("reminder", "pa-reminder", assignee, records.task_id, draft)
                 continue
-            if not s.escalated and now >= escalate_at:
+            if due == "escalate":
                 s.escalated = True
                 await self._escalate(order, records, draft)
                 continue
-            wake = min(
-                [s.deadline]
-                + ([remind_at] if not s.reminded else [])
-                + ([escalate_at] if not s.escalated else [])
-            )
             try:
                 await workflow.wait_condition(
-                    lambda: self._pending is not None or len(self._ignored) > self._ignored_audited,
-                    timeout=wake - now,
+                    lambda: self._desk.waiting,
+                    timeout=clock.next_due(s.reminded, s.escalated) - now,
                 )
             except TimeoutError:
                 pass
 
     async def _escalate(self, order: OrderInfo, records: ReviewRecords, draft: Draft) -> None:
-        supervisors = self._roster.of_role("pa-supervisor")
-        supervisor = supervisors[0] if supervisors else None
-        task_id = await workflow.execute_activity_method(
-            PriorAuthActivities.escalate,
-            EscalationRequest(order=order, review_task_id=records.task_id, supervisor=supervisor),
-            **retry_rules.PA_WRITE.options(),
-        )
+        supervisor = pa_review.supervisor(self._desk.roster)
+        req = EscalationRequest(order=order, review_task_id=records.task_id, supervisor=supervisor)
+        task_id = await _step(retry_rules.PA_WRITE, PriorAuthActivities.escalate, req)
         self._status.escalation_task_id = task_id
         await self._notify("escalation", "pa-escalation", supervisor, task_id, draft)
 
-    async def _close(
-        self,
-        outcome: Literal["approved", "rejected", "expired"],
-        records: ReviewRecords,
-        decision: ReviewDecision | None,
-        final_letter: str | None = None,
-    ) -> None:
-        s = self._status
-        req = CloseReviewRequest(
-            outcome=outcome,
-            document_reference_id=records.document_reference_id,
-            task_ids=[t for t in (s.task_id, s.escalation_task_id) if t],
-            final_letter=final_letter,
-            reviewer_ref=decision.reviewer_ref if decision else None,
-        )
-        await workflow.execute_activity_method(
-            PriorAuthActivities.close_review, req, **retry_rules.PA_WRITE.options()
-        )
+    async def _close(self, outcome: Literal["approved", "rejected", "expired"], records: ReviewRecords,
+                     decision: ReviewDecision | None, final_letter: str | None = None) -> None:  # fmt: skip
+        req = pa_review.close_request(outcome, self._status, records, decision, final_letter)
+        await _step(retry_rules.PA_WRITE, PriorAuthActivities.close_review, req)
 
-    async def _submit(
-        self,
-        order: OrderInfo,
-        approval: ReviewDecision,
-        payer_ref: str | None,
-        records: ReviewRecords,
-        letter: str,
-        draft: Draft,
-    ) -> PayerOutcome | None:
+    async def _submit(self, order: OrderInfo, approval: ReviewDecision, payer_ref: str | None,
+                      records: ReviewRecords, letter: str, draft: Draft) -> PayerOutcome | None:  # fmt: skip
         """Submit the approved request; None when the payer (or the claim's own data) refused it."""
         s = self._status
         assert s.deadline is not None
         self._visibility(Stage.SUBMITTING)
+        req = pa_review.submission(approval, order, self._inp.priority, payer_ref, s, records, letter, draft)
         try:
-            outcome = await self._submit_once(
-                PayerSubmission(
-                    approval=approval,
-                    order=order,
-                    priority=self._inp.priority,
-                    payer_ref=payer_ref,
-                    payer_name=s.payer,
-                    document_reference_id=records.document_reference_id,
-                    letter=letter,
-                    criteria=draft.criteria,
-                )
-            )
+            outcome = await _step(retry_rules.PA_STEP, PriorAuthActivities.submit_to_payer, req)
         except ActivityError as exc:
             # Only non-retryable refusals end here (a bundle the payer rejects, a claim without coverage).
-            s.missing_information = [
-                *s.missing_information,
-                f"Payer submission refused ({_failure_type(exc) or 'error'}): staff must submit by hand.",
-            ]
+            s.missing_information = [*s.missing_information, missing.submission_refused(_failure_type(exc))]
             self._visibility(Stage.SUBMISSION_FAILED)
             return None
         s.submitted_at = workflow.now()
         s.payer_outcome = outcome
-        while outcome.outcome == "pended" and workflow.now() + PAYER_FOLLOW_UP <= s.deadline:
+        while outcome.outcome == "pended" and deadlines.follow_up_in_time(workflow.now(), s.deadline):
             self._visibility(Stage.PENDED)
-            await workflow.sleep(PAYER_FOLLOW_UP)
-            outcome = await workflow.execute_activity_method(
-                PriorAuthActivities.inquire_payer,
-                PayerInquiry(claim_response_id=outcome.claim_response_id, order_id=order.order_id),
-                **retry_rules.PA_STEP.options(),
-            )
+            await workflow.sleep(deadlines.PAYER_FOLLOW_UP)
+            inquiry = PayerInquiry(claim_response_id=outcome.claim_response_id, order_id=order.order_id)
+            outcome = await _step(retry_rules.PA_STEP, PriorAuthActivities.inquire_payer, inquiry)
             s.payer_outcome = outcome
-        stage = {"approved": Stage.APPROVED, "denied": Stage.DENIED, "pended": Stage.PENDED}[outcome.outcome]
-        self._visibility(stage)
+        self._visibility(visibility.payer_stage(outcome))
         return outcome
 
-    async def _submit_once(self, submission: PayerSubmission) -> PayerOutcome:
-        return await workflow.execute_activity_method(
-            PriorAuthActivities.submit_to_payer,
-            submission,
-            **retry_rules.PA_STEP.options(),
-        )
-
-    async def _record_metrics(
-        self, order: OrderInfo, draft: Draft, final_letter: str | None, outcome: str
-    ) -> None:
-        s = self._status
-        assert s.received_at is not None
-        await workflow.execute_activity_method(
-            PriorAuthActivities.record_metrics,
-            MetricsRecord(
-                workflow_id=workflow.info().workflow_id,
-                tenant_id=self._inp.tenant_id,
-                order_id=order.order_id,
-                item_code=order.item.code,
-                payer=s.payer,
-                priority=self._inp.priority,
-                started_at=s.received_at,
-                draft_ready_at=s.draft_ready_at,
-                decided_at=s.decided_at,
-                outcome=outcome,
-                revisions=draft.revision,
-                template_used=draft.template,
-                draft_letter=draft.letter if final_letter is not None else None,
-                final_letter=final_letter,
-            ),
-            **retry_rules.PA_NOTIFY.options(),
-        )
+    async def _record_metrics(self, order: OrderInfo, draft: Draft, final_letter: str | None,
+                              outcome: str) -> None:  # fmt: skip
+        wid, inp = workflow.info().workflow_id, self._inp
+        record = metrics.metrics_record(wid, inp.tenant_id, order, self._status, inp.priority, draft,
+                                        final_letter, outcome)  # fmt: skip
+        await _step(retry_rules.PA_NOTIFY, PriorAuthActivities.record_metrics, record)
 
     def _finish(self, order: OrderInfo) -> PriorAuthOutput:
         return PriorAuthOutput(order_id=order.order_id, status=self._status)
 
     # -- review actions ----------------------------------------------------------------------------
-    def _problem(self, req: ReviewRequest) -> str | None:
-        """Why a review action cannot be accepted now (PHI-free: it reaches the caller and the audit)."""
-        if self._status.stage != Stage.AWAITING_REVIEW or self._pending is not None:
-            return f"the workflow is not awaiting review (stage {self._status.stage.value})"
-        if not self._roster.holds_review_role(req.reviewer_id):
-            return "the reviewer does not hold a prior-authorization review role"
-        if req.action == "request_changes" and not req.comments.strip():
-            return "request_changes needs comments"
-        return None
-
-    def _accept(self, req: ReviewRequest, via: str) -> ReviewOutcome:
-        self._pending = ReviewDecision(
-            action=req.action,
-            reviewer_ref=reviewer_ref(req.reviewer_id),
-            comments=req.comments,
-            edited_letter=req.edited_letter,
-            at=workflow.now(),
-            revision=self._status.revision,
-            via="update" if via == "update" else "signal",
-        )
-        self._decisions += 1
-        if req.action != "request_changes":
-            self._status.decision = self._pending
-        next_stage = {
-            "approve": Stage.SUBMITTING,
-            "reject": Stage.REJECTED,
-            "request_changes": Stage.REGENERATING,
-        }
-        self._status.stage = next_stage[req.action]
-        return ReviewOutcome(accepted=True, action=req.action, stage=self._status.stage.value)
-
     def _on_signal(self, action: ReviewActionName, body: ReviewAction) -> None:
-        req = ReviewRequest(action=action, **body.model_dump())
-        problem = self._problem(req)
-        if problem is None:
-            self._accept(req, "signal")
-        else:
-            # A signal cannot be refused: it is ignored, and audited by the run loop.
-            self._ignored.append((req, problem))
-            self._status.ignored_actions = len(self._ignored)
+        # A signal cannot be refused: an action that cannot be accepted is ignored, then audited.
+        self._desk.signal(ReviewRequest(action=action, **body.model_dump()), workflow.now(), self._status)
 
     @workflow.signal(name="approve")
     def approve(self, body: ReviewAction) -> None:
@@ -582,11 +324,11 @@ class PriorAuthWorkflow:
 
     @workflow.update(name="review")
     def review(self, req: ReviewRequest) -> ReviewOutcome:
-        return self._accept(req, "update")
+        return self._desk.accept(req, "update", workflow.now(), self._status)
 
     @review.validator
     def _validate_review(self, req: ReviewRequest) -> None:
-        problem = self._problem(req)
+        problem = self._desk.problem(req, self._status)
         if problem is not None:
             raise ValueError(problem)
 
@@ -595,50 +337,18 @@ class PriorAuthWorkflow:
         return self._status
 
     # -- audit and visibility ----------------------------------------------------------------------
-    def _review_event(self, order: OrderInfo, actor: str, outcome: AuditOutcome, detail: dict[str, str],
-                      at: datetime) -> AuditEvent:  # fmt: skip
-        return AuditEvent(
-            event_type=AuditEventType.REVIEWER_ACTION,
-            actor=actor,
-            actor_type="user",
-            action=AuditAction.EXECUTE,
-            outcome=outcome,
-            patient_id=order.patient_ref.removeprefix("Patient/"),
-            resource_type="Task",
-            resource_id=self._status.task_id,
-            workflow_id=workflow.info().workflow_id,
-            detail=detail,
-            occurred_at=at,  # explicit: the model's default clock is not allowed in workflow code
-        )
-
     async def _audit_decision(self, order: OrderInfo, d: ReviewDecision) -> None:
-        detail = {
-            "action": d.action,
-            "via": d.via,
-            "revision": str(d.revision),
-            "edited": str(bool(d.edited_letter)),
-        }
-        await self._audit(
-            self._review_event(order, d.reviewer_ref, AuditOutcome.SUCCESS, detail, d.at),
-            f"review-{self._decisions}-{d.action}",
-        )
+        event = pa_review.decision_event(order, d, self._status.task_id, workflow.info().workflow_id)
+        await self._audit(event, f"review-{self._desk.decisions}-{d.action}")
 
     async def _audit_ignored(self, order: OrderInfo) -> None:
-        while self._ignored_audited < len(self._ignored):
-            req, problem = self._ignored[self._ignored_audited]
-            self._ignored_audited += 1
-            detail = {"action": req.action, "via": "signal", "reason": problem}
-            event = self._review_event(
-                order, reviewer_ref(req.reviewer_id), AuditOutcome.REJECTED, detail, workflow.now()
-            )
-            await self._audit(event, f"ignored-signal-{self._ignored_audited}")
+        for n, req, problem in self._desk.unaudited():
+            wid, task_id = workflow.info().workflow_id, self._status.task_id
+            event = pa_review.ignored_event(order, req, problem, workflow.now(), task_id, wid)
+            await self._audit(event, f"ignored-signal-{n}")
 
     async def _audit(self, event: AuditEvent, step: str) -> None:
-        await workflow.execute_activity_method(
-            AuditActivities.record,
-            RecordAuditInput(event=event, step=step),
-            **retry_rules.PA_NOTIFY.options(),
-        )
+        await _step(retry_rules.PA_NOTIFY, AuditActivities.record, RecordAuditInput(event=event, step=step))
 
     def _visibility(self, stage: Stage) -> None:
         """Stage and PHI-free facts as search attributes (where the server has them) and memo."""
@@ -654,20 +364,7 @@ class PriorAuthWorkflow:
             if s.payer:
                 pairs.append(sa.PAYER.value_set(s.payer))
             workflow.upsert_search_attributes(pairs)
-        met = sum(1 for c in s.criteria if c.status == "met")
+        item = order.item.code if order else None
         workflow.upsert_memo(
-            {
-                "summary": {
-                    "pipeline": PIPELINE,
-                    "stage": stage.value,
-                    "item": order.item.code if order else None,
-                    "payer": s.payer,
-                    "priority": self._inp.priority.value,
-                    "criteria_met": f"{met}/{len(s.criteria)}",
-                    "missing_information": len(s.missing_information),
-                    "partial_context": s.partial_context,
-                    "template": s.template,
-                    "revision": s.revision,
-                }
-            }
+            {"summary": visibility.memo_summary(PIPELINE, stage, s, item, self._inp.priority)}
         )

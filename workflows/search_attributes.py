@@ -1,7 +1,10 @@
 """careflow's typed search attributes.  Values are ids and enums only: never PHI (they are not encrypted)."""
 
+from collections.abc import Sequence
+from typing import Any
+
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 PIPELINE = SearchAttributeKey.for_keyword("CareflowPipeline")
 STAGE = SearchAttributeKey.for_keyword("CareflowStage")
@@ -9,15 +12,26 @@ TENANT = SearchAttributeKey.for_keyword("CareflowTenant")
 PRIORITY = SearchAttributeKey.for_keyword("CareflowPriority")
 PAYER = SearchAttributeKey.for_keyword("CareflowPayer")  # the payer organisation's name, never the member
 
-ALL = (PIPELINE, STAGE, TENANT, PRIORITY, PAYER)
 
-
-def cli_flags() -> list[str]:
-    """`temporal server start-dev --search-attribute K=Type ...` for every key."""
+def cli_flags(keys: Sequence[SearchAttributeKey[Any]]) -> list[str]:
+    """`temporal server start-dev --search-attribute K=Type ...` for each key."""
     flags: list[str] = []
-    for key in ALL:
+    for key in keys:
         # INDEXED_VALUE_TYPE_KEYWORD_LIST -> KeywordList, the CLI's spelling
         kind = IndexedValueType.Name(IndexedValueType.ValueType(key.indexed_value_type))
         kind = kind.removeprefix("INDEXED_VALUE_TYPE_")
         flags += ["--search-attribute", f"{key.name}={kind.title().replace('_', '')}"]
     return flags
+
+
+def at_start(pipeline: str, stage: str, tenant_id: str, priority: str | None = None) -> TypedSearchAttributes:
+    """A pipeline run's attributes in its start request: listed from its first moment (the
+    workflow keeps STAGE, and PRIORITY once known, current)."""
+    pairs = [
+        SearchAttributePair(PIPELINE, pipeline),
+        SearchAttributePair(STAGE, stage),
+        SearchAttributePair(TENANT, tenant_id),
+    ]
+    if priority is not None:
+        pairs.append(SearchAttributePair(PRIORITY, priority))
+    return TypedSearchAttributes(pairs)

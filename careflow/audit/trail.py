@@ -140,9 +140,3 @@ async def verify(db: asyncpg.Pool | asyncpg.Connection, *, batch: int = 5000) ->
                 )
             prev_hash = row["row_hash"]
             last_id = row["id"]
-
-
-def step_event_key(workflow_id: str, step: str) -> str:
-    """Idempotency key of an audited workflow step: workflow id + step, never the run id (it changes
-    on retry and reset, and the event must be recorded once)."""
-    return f"{workflow_id}/{step}"

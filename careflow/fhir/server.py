@@ -1,7 +1,7 @@
 """careflow's sandbox EHR: a FHIR R4 REST server (FastAPI over Postgres JSONB, careflow/fhir/store.py).
 
 `build_router()` returns an APIRouter that takes its pool from `request.app.state.pool`; careflow's API
-mounts it at `/fhir/r4` (starters/api_fhir.py).  Interactions:
+mounts it at `/fhir/r4` (starters/api/fhir.py).  Interactions:
 
     GET    /metadata                       CapabilityStatement
     GET    /[type]/[id]                    read (404 unknown, 410 deleted)

@@ -1,4 +1,4 @@
-"""Evaluation of the query path (`careflow kb eval`, tests/test_kb_eval.py).
+"""Evaluation of the query path (`careflow kb eval`, tests/knowledge_base/test_kb_eval.py).
 
 Golden set (careflow/kb/eval/golden_set.jsonl): one question per line with the sections that answer it,
 `{"id", "question", "tenant_id", "expected": [{"document_id", "section"}]}`.

@@ -260,7 +260,6 @@ class RagService:
                     team_id or self.settings.team_id,
                     self.settings.use_case,
                     Tier.STANDARD,
-                    "rag_answer",
                     task_input,
                     evidence,
                     request_id,

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
@@ -314,15 +313,15 @@ class Gateway:
         team_id: str,
         use_case: str,
         tier: Tier,
-        task: str,
-        task_input: BaseModel | dict[str, Any],
+        task_input: tasks.TaskInput,
         evidence: list[Evidence],
         request_id: str,
         contains_phi: bool | None = None,  # None: the task's own declaration
     ) -> tuple[BaseModel, CallRecord]:
         """Build the task's request, call through routing, validate; one corrective retry, then
-        StructuredOutputFailed.  Bad task input raises pydantic's ValidationError, unknown task KeyError."""
-        spec = tasks.task_spec(task)
+        StructuredOutputFailed.  The task is the input's type (careflow.llm.tasks.spec_for)."""
+        spec = tasks.spec_for(task_input)
+        task = spec.name
         request = spec.build_request(task_input, evidence, Tier(tier))
         if contains_phi is not None:
             request.contains_phi = contains_phi

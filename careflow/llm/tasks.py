@@ -209,7 +209,7 @@ _RULES = """Rules:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    input_model: type[BaseModel]
+    input_model: type[TaskInput]
     output_model: type[TaskOutput]
     instructions: str
     default_tier: Tier
@@ -332,8 +332,21 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+_BY_INPUT: dict[type[TaskInput], TaskSpec] = {spec.input_model: spec for spec in TASKS.values()}
+
+
 def task_spec(task: str) -> TaskSpec:
+    """The task a request names (its wire name, e.g. in a CompletionRequest or an activity input)."""
     try:
         return TASKS[task]
     except KeyError:
         raise KeyError(f"unknown careflow task {task!r} (known: {', '.join(sorted(TASKS))})") from None
+
+
+def spec_for(task_input: TaskInput | type[TaskInput]) -> TaskSpec:
+    """The task whose input this is: callers pass a typed input, never a task name."""
+    kind = task_input if isinstance(task_input, type) else type(task_input)
+    try:
+        return _BY_INPUT[kind]
+    except KeyError:
+        raise KeyError(f"{kind.__name__} is not the input of a careflow task") from None

@@ -3,12 +3,14 @@ whose knowledge base the team may query."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated
 
 import asyncpg
+import jwt
 from pydantic import BaseModel, Field, StringConstraints
 
 from careflow.llm.errors import UnknownTeam
@@ -29,6 +31,9 @@ async def connection(
 
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+PIPELINES_TEAM = "careflow-pipelines"  # the team every pipeline's AI calls bill to (migration 0006)
 
 
 class Team(BaseModel):
@@ -131,3 +136,20 @@ class TeamStore:
                 team.kb_tenants,
             )
         return team
+
+
+def sign_team_token(secret: str, team_id: str, ttl_days: int) -> str:
+    """A team's API token (HS256 JWT): `careflow teams token` prints one."""
+    now = int(time.time())
+    claims = {"team_id": team_id, "sub": f"team:{team_id}", "iat": now, "exp": now + ttl_days * 86400}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def team_from_token(secret: str, token: str) -> str | None:
+    """The team id a token names, or None when it does not verify (bad signature, expired, malformed)."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["team_id", "exp"]})
+    except jwt.PyJWTError:
+        return None
+    team_id = claims.get("team_id")
+    return team_id if isinstance(team_id, str) else None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+PIPELINE = "kb-refresh"
+WORKFLOW_ID_PREFIX = "kb-refresh-"  # + tenant and folder hash (a run), + tenant (the nightly Schedule)
+
 
 class KbRefreshInput(BaseModel):
     tenant_id: str = "default"

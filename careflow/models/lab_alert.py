@@ -1,11 +1,34 @@
-"""Models of the lab-alert pipeline (seed P7): one workflow per lab result."""
+"""Models of the lab-alert pipeline (seed P7): one workflow per lab result, `lab-alert-<result key>`."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
+
+PIPELINE = "lab-alert"  # the CareflowPipeline search attribute's value
+WORKFLOW_ID_PREFIX = "lab-alert-"
+
+
+def workflow_id(result_key: str) -> str:
+    """One workflow per result: a redelivered HL7 message maps to the same id (ids only: PHI-free)."""
+    return WORKFLOW_ID_PREFIX + result_key
+
+
+class LabAlertStage(StrEnum):
+    RECEIVED = "received"
+    ASSESSING = "assessing"
+    NO_ALERT = "no-alert"  # not critical: nobody is paged
+    ALERTED = "alerted"
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"
+    UNACKNOWLEDGED = "unacknowledged"  # nobody acknowledged within ACK_GIVE_UP
+
+    @property
+    def settled(self) -> bool:
+        """The alert has gone out (or was not needed): what a sender waits for."""
+        return self not in (LabAlertStage.RECEIVED, LabAlertStage.ASSESSING)
 
 
 class Urgency(StrEnum):
@@ -77,7 +100,10 @@ class Assessment(BaseModel):
 
 class LabAlertInput(BaseModel):
     result: LabResult
-    tenant: str = "default"
+    # `tenant` in histories recorded before the field took careflow's one name for it.
+    tenant_id: str = Field("default", validation_alias=AliasChoices("tenant_id", "tenant"))
+    # False only on a server without careflow's search attributes (the time-skipping test server).
+    search_attributes: bool = True
 
 
 class ContextRequest(BaseModel):
@@ -140,7 +166,7 @@ class AckRecord(BaseModel):
 
 
 class LabAlertStatus(BaseModel):
-    stage: str  # received | assessing | no-alert | alerted | escalated | acknowledged | unacknowledged
+    stage: LabAlertStage
     urgency: Urgency | None = None
     alerted_at: datetime | None = None
     deliveries: list[DeliveryReceipt] = Field(default_factory=list)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+PIPELINE = "platform-canary"
+WORKFLOW_ID_PREFIX = "platform-canary-"  # + the start time: every check is a new run
+
 
 class CanaryInput(BaseModel):
     # Empty means: only the task queue the canary itself runs on.

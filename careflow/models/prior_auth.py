@@ -34,6 +34,14 @@ PA_REVIEW_ROLES = ("pa-staff", "pa-supervisor")
 
 ReviewActionName = Literal["approve", "reject", "request_changes"]
 
+PIPELINE = "prior-auth"  # the CareflowPipeline search attribute, the gateway use case, metrics labels
+WORKFLOW_ID_PREFIX = "prior-auth-"
+
+
+def workflow_id(order_id: str) -> str:
+    """One workflow per order: the id is the business key (ids only, never names: PHI-free)."""
+    return f"{WORKFLOW_ID_PREFIX}{order_id}"
+
 
 class Priority(StrEnum):
     STANDARD = "standard"
@@ -55,6 +63,20 @@ class Stage(StrEnum):
     EXPIRED = "expired"  # the payer decision deadline passed in review
     SUBMISSION_FAILED = "submission_failed"  # approved, but the payer refused the request: staff follow up
     ORDER_NOT_FOUND = "order_not_found"
+
+    @property
+    def drafting(self) -> bool:
+        """Still working on a draft; any other stage has one ready (or ended without one)."""
+        return self in _DRAFTING
+
+    @property
+    def payer_answered(self) -> bool:
+        return self in (Stage.APPROVED, Stage.DENIED, Stage.PENDED)
+
+
+_DRAFTING = frozenset(
+    {Stage.RECEIVED, Stage.EXTRACTING, Stage.RETRIEVING, Stage.DRAFTING, Stage.REGENERATING}
+)
 
 
 class PriorAuthInput(BaseModel):

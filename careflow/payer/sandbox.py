@@ -1,7 +1,7 @@
 """careflow's sandbox payer: answers Da Vinci PAS prior-authorization requests with ClaimResponses.
 
 `build_router()` takes its pool from `request.app.state.pool` (and an optional
-`request.app.state.payer_policy`); careflow's API mounts it at `/payer/r4` (starters/api_payer.py).
+`request.app.state.payer_policy`); careflow's API mounts it at `/payer/r4` (starters/api/payer.py).
 
     POST /Claim/$submit        PAS request Bundle -> Bundle [ClaimResponse]; 400 OperationOutcome if invalid
     POST /Claim/$inquire       Bundle with the Claim, or Parameters{identifier} -> Bundle [ClaimResponse]

@@ -143,18 +143,31 @@ SHARED_PROCESSORS: list[Any] = [
 ]
 
 
+class _CurrentStderr:
+    """`sys.stderr` as it is when a line is written, not when logging was configured: whoever swaps
+    it (a test's capture, a tool redirecting output) and closes the old one loses no log line."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
-    """Route structlog and stdlib logging (the Temporal SDK's too) through one JSON renderer."""
+    """Route structlog and stdlib logging (the Temporal SDK's too) through one JSON renderer, on
+    `stream` or else the process's stderr."""
+    stream = stream or _CurrentStderr()
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*SHARED_PROCESSORS, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *SHARED_PROCESSORS],

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from careflow.security.request_limits import RequestLimits
-from starters import api_fhir
+from starters.api import fhir as api_fhir
 from tests.support.serving import serve
 
 __all__ = ["PREFIX", "sandbox_app", "serve"]

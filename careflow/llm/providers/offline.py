@@ -464,13 +464,15 @@ def draft_rag_answer(inp: RagAnswerInput, evidence: list[Evidence]) -> RagAnswer
     )
 
 
-DRAFTERS: dict[str, Callable[[Any, list[Evidence]], TaskOutput]] = {
-    "pa_justification": draft_pa_justification,
-    "soap_note": draft_soap_note,
-    "lab_urgency": draft_lab_urgency,
-    "risk_narrative": draft_risk_narrative,
-    "rag_answer": draft_rag_answer,
+# Keyed by the task's input type; a test checks that every task in careflow.llm.tasks has one.
+DRAFTERS: dict[type[BaseModel], Callable[[Any, list[Evidence]], TaskOutput]] = {
+    PaJustificationInput: draft_pa_justification,
+    SoapNoteInput: draft_soap_note,
+    LabUrgencyInput: draft_lab_urgency,
+    RiskNarrativeInput: draft_risk_narrative,
+    RagAnswerInput: draft_rag_answer,
 }
+DRAFTED_TASKS = sorted(spec.name for spec in TASKS.values() if spec.input_model in DRAFTERS)
 
 
 def canonical_evidence(evidence: list[Evidence]) -> list[Evidence]:
@@ -484,7 +486,7 @@ def canonical_evidence(evidence: list[Evidence]) -> list[Evidence]:
 def draft(task: str, task_input: dict[str, object], evidence: list[Evidence]) -> TaskOutput:
     spec = TASKS[task]
     parsed: BaseModel = spec.input_model.model_validate(task_input)
-    return DRAFTERS[task](parsed, canonical_evidence(evidence))
+    return DRAFTERS[spec.input_model](parsed, canonical_evidence(evidence))
 
 
 def _estimate_tokens(text: str) -> int:
@@ -498,7 +500,7 @@ class OfflineProvider:
     phi_permitted = True
 
     async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
-        if request.task in DRAFTERS:
+        if request.task in DRAFTED_TASKS:
             try:
                 text = draft(request.task, request.task_input, request.evidence).model_dump_json()
             except ValidationError as exc:
@@ -507,7 +509,7 @@ class OfflineProvider:
         else:
             text = (
                 "The offline engine drafts careflow tasks only ("
-                + ", ".join(sorted(DRAFTERS))
+                + ", ".join(DRAFTED_TASKS)
                 + "); no language model is configured for free-form requests."
             )
         prompt = (

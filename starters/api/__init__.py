@@ -1,0 +1,1 @@
+"""careflow's HTTP API (FastAPI): `app.py` assembles one router per area."""

@@ -1,0 +1,1 @@
+"""Commands of the `careflow` CLI (typer): one module per area, `main.py` assembles them."""

@@ -1,0 +1,1 @@
+"""`careflow demo ...`: each pipeline end to end against the running stack."""

@@ -1,0 +1,1 @@
+"""The embedded stack: `careflow dev up | status | down`."""

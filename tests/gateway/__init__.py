@@ -1,0 +1,1 @@
+"""The AI gateway: routing, budgets, breaker, providers, structured task outputs."""

@@ -1,0 +1,1 @@
+"""The knowledge base: chunking, content, store, refresh workflow, RAG query, semantic cache."""

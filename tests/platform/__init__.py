@@ -1,0 +1,1 @@
+"""The platform: embedded stack, workers, codec, replay, CLI and API conventions."""

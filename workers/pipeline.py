@@ -1,0 +1,77 @@
+"""What a pipeline declares about itself (workers/pipelines.py lists them), and what every activity
+factory is given: the worker process's shared clients, each built once, on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from temporalio.common import SearchAttributeKey
+from temporalio.converter import PayloadCodec
+
+from careflow import task_queues
+from careflow.config import Settings
+
+if TYPE_CHECKING:
+    import typer
+    from fastapi import APIRouter
+
+    from activities.llm import LlmActivities
+    from careflow.audit.trail import PostgresAuditTrail
+    from careflow.fhir.client import FhirClient
+    from careflow.notify.notifier import Notifier
+
+
+@dataclass(frozen=True)
+class ProcessClients:
+    """Built once per worker process and handed to every pipeline's activity factory."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    codec: PayloadCodec | None
+    identity: str
+
+    @cached_property
+    def fhir(self) -> FhirClient:
+        from activities.fhir import process_fhir_client
+
+        return process_fhir_client(self.settings, self.pool, self.identity)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from careflow.notify.notifier import Notifier
+
+        return Notifier(self.pool, self.settings.notify_webhook_url)
+
+    @cached_property
+    def audit_trail(self) -> PostgresAuditTrail:
+        from careflow.audit.trail import PostgresAuditTrail
+
+        return PostgresAuditTrail(self.pool)
+
+    @cached_property
+    def llm(self) -> LlmActivities:
+        from activities.llm import LlmActivities
+
+        return LlmActivities(self.pool, self.settings, actor=self.identity)
+
+
+ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One pipeline, declared once: what the workers run, the CLI and API offer, `dev up` prepares."""
+
+    name: str  # the CareflowPipeline search attribute's value and `careflow demo <name>`
+    summary: str
+    workflows: Sequence[type]
+    activities: ActivityFactory
+    task_queue: str = task_queues.MAIN
+    search_attributes: Sequence[SearchAttributeKey[Any]] = ()
+    commands: Sequence[typer.Typer] = ()  # command groups, each named (`typer.Typer(name=...)`)
+    routers: Sequence[APIRouter] = ()
+    demo: Callable[..., None] | None = None  # a typer command: `careflow demo <name>`

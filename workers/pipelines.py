@@ -1,0 +1,128 @@
+"""Every careflow pipeline, declared once.
+
+The worker registry (workers/registry.py), the `careflow` CLI, the HTTP API, `careflow dev up`'s
+search attributes and the compose file's check all loop over `PIPELINES`.  Adding a pipeline: its
+own files (ARCHITECTURE.md, "Adding a pipeline") plus one declaration here and one line in
+`PIPELINES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.common import SearchAttributeKey
+
+from activities.kb import KbActivities
+from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
+from activities.prior_auth import PriorAuthActivities
+from careflow.models import kb_refresh as kb_models
+from careflow.models import lab_alert as lab_alert_models
+from careflow.models import platform as platform_models
+from careflow.models import prior_auth as prior_auth_models
+from careflow.security.keys import pseudonymizer
+from starters.api import orders as orders_api
+from starters.api import rag as rag_api
+from starters.cli import kb as kb_cli
+from starters.cli import labs as labs_cli
+from starters.cli import pa as pa_cli
+from starters.cli import rag as rag_cli
+from starters.demos import lab_alert as lab_alert_demo
+from starters.demos import prior_auth as prior_auth_demo
+from workers.pipeline import Pipeline, ProcessClients
+from workflows import search_attributes as sa
+from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
+from workflows.lab_alert import LabResultAlertWorkflow
+from workflows.platform_canary import PlatformCanaryWorkflow
+from workflows.prior_auth import PriorAuthWorkflow
+
+
+def _no_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return []  # the canary's probe is a building block: every queue has it
+
+
+def _lab_alert_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    lab = LabAlertActivities(
+        c.fhir,
+        GatewayUrgencyAssessor(lambda: c.llm.gateway),
+        c.notifier,
+        c.audit_trail,
+        c.identity,
+        pseudonymizer(c.settings),
+    )
+    return [lab.patient_context, lab.assess, lab.deliver_alert, lab.alert_task]
+
+
+def _prior_auth_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return PriorAuthActivities(c.fhir, c.pool, c.notifier, c.settings).all()
+
+
+def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return KbActivities(c.pool).all()
+
+
+CANARY = Pipeline(
+    name=platform_models.PIPELINE,
+    summary="Probes every task queue end to end: worker, database, payload codec (`careflow canary`).",
+    workflows=[PlatformCanaryWorkflow],
+    activities=_no_activities,
+)
+
+LAB_ALERT = Pipeline(
+    name=lab_alert_models.PIPELINE,
+    summary="Critical lab results over HL7 v2 MLLP to the responsible clinician, escalated until acked.",
+    workflows=[LabResultAlertWorkflow],
+    activities=_lab_alert_activities,
+    search_attributes=[sa.PIPELINE, sa.STAGE, sa.TENANT, sa.PRIORITY],
+    commands=[labs_cli.hl7_app, labs_cli.alerts_app],
+    demo=lab_alert_demo.lab_alert,
+)
+
+PRIOR_AUTH = Pipeline(
+    name=prior_auth_models.PIPELINE,
+    summary="Prior-auth drafts from the chart and payer policy, reviewed by staff, sent to the payer.",
+    workflows=[PriorAuthWorkflow],
+    activities=_prior_auth_activities,
+    search_attributes=[sa.PIPELINE, sa.STAGE, sa.TENANT, sa.PRIORITY, sa.PAYER],
+    commands=[pa_cli.pa_app],
+    routers=[orders_api.router],
+    demo=prior_auth_demo.prior_auth,
+)
+
+KNOWLEDGE_BASE = Pipeline(
+    name=kb_models.PIPELINE,
+    summary="Knowledge-base ingestion and nightly refresh; cited answers (`careflow ask`, /v1/rag/query).",
+    workflows=[KnowledgeBaseRefreshWorkflow],
+    activities=_kb_activities,
+    commands=[kb_cli.kb_app, rag_cli.ask_app],
+    routers=[rag_api.router],
+)
+
+PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE)
+
+
+def task_queues() -> list[str]:
+    """Every queue a pipeline runs on: `dev up` starts workers for each."""
+    return sorted({p.task_queue for p in PIPELINES})
+
+
+def search_attributes() -> list[SearchAttributeKey[Any]]:
+    """Every search attribute a pipeline sets: `dev up` registers them, the compose file creates them."""
+    seen: dict[str, SearchAttributeKey[Any]] = {}
+    for p in PIPELINES:
+        for key in p.search_attributes:
+            seen.setdefault(key.name, key)
+    return sorted(seen.values(), key=lambda k: k.name)
+
+
+def check(pipelines: Sequence[Pipeline] = PIPELINES) -> None:
+    """Declarations that collide fail at import, not at run time."""
+    names = [p.name for p in pipelines]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pipeline names repeat: {names}")
+    commands = [t.info.name for p in pipelines for t in p.commands if t.info.name]
+    if len(set(commands)) != len(commands):
+        raise ValueError(f"command groups repeat: {commands}")
+
+
+check()
