@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from careflow.hl7.oru import MessageHeader
+from careflow.hl7.message import MessageHeader
 
 ACK_APPLICATION = "CAREFLOW"
 

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from careflow.hl7.ack import build_ack
+from careflow.hl7.message import HL7Rejection, read_header
 from careflow.hl7.mllp import DEFAULT_MAX_FRAME, Frame, MllpFramer, Oversize, wrap
-from careflow.hl7.oru import HL7Rejection, OruMessage, parse_oru, read_header
+from careflow.hl7.oru import OruMessage, parse_oru
 from careflow.security.logging import get_logger
 
 log = get_logger("careflow.hl7")

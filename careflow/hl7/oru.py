@@ -1,68 +1,22 @@
-"""ORU^R01 (HL7 v2.3 - v2.5.1) to careflow's lab-result model, with explicit checks.
-
-hl7apy parses leniently (`MSH|^~\\&|X\\rPID|garbage` parses), so acceptance is decided here, field by
-field, never by "it parsed":
-- `Malformed` (ACK AR): not HL7 at all, no MSH, wrong encoding characters, no control id.
-- `Unprocessable` (ACK AE): valid HL7 that careflow cannot act on: another message type or version,
-  no patient identifier, no usable OBX.
-Both carry the MSH-10 control id when it could be read, so the ACK can echo it.
-"""
+"""ORU^R01 (HL7 v2.3 - v2.5.1) to careflow's lab-result model, after the envelope checks every
+message gets (careflow/hl7/message.py): AE for no patient identifier or no usable OBX."""
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 
-from hl7apy.exceptions import HL7apyException
-from hl7apy.parser import parse_message
 from pydantic import BaseModel, Field
 
-ENCODING_CHARS = "^~\\&"
-SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
-
-
-class HL7Rejection(Exception):
-    ack_code = "AR"
-    error_code = "100^Segment sequence error^HL70357"  # ERR-3, HL7 table 0357
-
-    def __init__(
-        self,
-        reason: str,
-        control_id: str | None = None,
-        header: MessageHeader | None = None,
-        error_code: str | None = None,
-    ):
-        self.reason = reason
-        self.control_id = control_id
-        self.header = header
-        if error_code:
-            self.error_code = error_code
-        super().__init__(reason)
-
-
-class Malformed(HL7Rejection):
-    ack_code = "AR"
-
-
-class Unprocessable(HL7Rejection):
-    ack_code = "AE"
-    error_code = "207^Application internal error^HL70357"
-
-
-REQUIRED_FIELD_MISSING = "101^Required field missing^HL70357"
-UNSUPPORTED_MESSAGE_TYPE = "200^Unsupported message type^HL70357"
-UNSUPPORTED_VERSION = "203^Unsupported version id^HL70357"
-
-
-class MessageHeader(BaseModel):
-    sending_application: str = ""
-    sending_facility: str = ""
-    receiving_application: str = ""
-    receiving_facility: str = ""
-    message_type: str = ""
-    control_id: str = ""
-    processing_id: str = "P"
-    version: str = ""
+from careflow.hl7.message import (
+    REQUIRED_FIELD_MISSING,
+    MessageHeader,
+    Unprocessable,
+    component,
+    date_of,
+    envelope,
+    field,
+    person,
+)
 
 
 class LabObservation(BaseModel):
@@ -99,38 +53,6 @@ class OruMessage(BaseModel):
     birth_date: str = ""  # PID-7 as YYYY-MM-DD (or as sent when it is no date)
 
 
-def _field(segment: str, index: int, sep: str = "|") -> str:
-    parts = segment.split(sep)
-    return parts[index] if index < len(parts) else ""
-
-
-def _component(value: str, index: int) -> str:
-    parts = value.split("^")
-    return parts[index] if index < len(parts) else ""
-
-
-def _header(msh: str) -> MessageHeader:
-    # MSH-1 is the field separator itself, so MSH-n sits at split index n-1.
-    return MessageHeader(
-        sending_application=_component(_field(msh, 2), 0),
-        sending_facility=_component(_field(msh, 3), 0),
-        receiving_application=_component(_field(msh, 4), 0),
-        receiving_facility=_component(_field(msh, 5), 0),
-        message_type=_field(msh, 8),
-        control_id=_field(msh, 9).strip(),
-        processing_id=_component(_field(msh, 10), 0) or "P",
-        version=_component(_field(msh, 11), 0),
-    )
-
-
-def read_header(raw: bytes) -> MessageHeader | None:
-    """Best-effort MSH of a frame, for ACKing messages we reject (even oversize ones)."""
-    text = raw.decode("latin-1", errors="replace").lstrip()
-    if not text.startswith("MSH|"):
-        return None
-    return _header(text.replace("\n", "\r").split("\r", 1)[0])
-
-
 def _number(value: str) -> float | None:
     try:
         return float(value.strip().lstrip("<>="))
@@ -139,78 +61,53 @@ def _number(value: str) -> float | None:
 
 
 def parse_oru(raw: bytes) -> OruMessage:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # HL7 v2 commonly uses 8859-1; garbage is caught below
-    segments = [s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if s.strip()]
-    if not segments or not segments[0].startswith("MSH"):
-        raise Malformed("first segment is not MSH")
-    msh = segments[0]
-    if len(msh) < 8 or msh[3] != "|" or msh[4:8] != ENCODING_CHARS:
-        raise Malformed("MSH must declare the standard field separator and encoding characters")
-    header = _header(msh)
-    ctrl = header.control_id or None
-    if not header.control_id:
-        raise Malformed("MSH-10 message control id is empty", None, header, REQUIRED_FIELD_MISSING)
-    if any(not s[:3].isalnum() or not s[:3].isupper() or (len(s) > 3 and s[3] != "|") for s in segments):
-        raise Malformed("a segment does not start with a three-character segment id", ctrl, header)
-    try:
-        parse_message("\r".join(segments), find_groups=False)
-    except (HL7apyException, ValueError, KeyError, IndexError) as exc:
-        raise Malformed(f"HL7 structure error: {type(exc).__name__}", ctrl, header) from None
-
-    if not (_component(header.message_type, 0) == "ORU" and _component(header.message_type, 1) == "R01"):
-        reason = f"message type {header.message_type or 'empty'} is not ORU^R01"
-        raise Unprocessable(reason, ctrl, header, UNSUPPORTED_MESSAGE_TYPE)
-    if header.version not in SUPPORTED_VERSIONS:
-        reason = f"HL7 version {header.version or 'empty'} is not supported"
-        raise Unprocessable(reason, ctrl, header, UNSUPPORTED_VERSION)
-
-    pid = next((s for s in segments if s.startswith("PID|")), None)
+    env = envelope(raw)
+    env.require("ORU", "R01")
+    header, ctrl = env.header, env.control_id
+    pid = env.segment("PID")
     if pid is None:
         raise Unprocessable("no PID segment", ctrl, header, REQUIRED_FIELD_MISSING)
-    pid3 = _field(pid, 3).split("~")[0]
-    patient_id = _component(pid3, 0).strip()
+    pid3 = field(pid, 3).split("~")[0]
+    patient_id = component(pid3, 0).strip()
     if not patient_id:
         raise Unprocessable("PID-3 patient identifier is empty", ctrl, header, REQUIRED_FIELD_MISSING)
 
     orders: list[LabOrder] = []
     obr_time = ""
-    for seg in segments:
+    for seg in env.segments:
         if seg.startswith("OBR|"):
-            svc = _field(seg, 4)
+            svc = field(seg, 4)
             orders.append(
                 LabOrder(
-                    placer_order_number=_component(_field(seg, 2), 0),
-                    filler_order_number=_component(_field(seg, 3), 0),
-                    service_code=_component(svc, 0),
-                    service_display=_component(svc, 1),
+                    placer_order_number=component(field(seg, 2), 0),
+                    filler_order_number=component(field(seg, 3), 0),
+                    service_code=component(svc, 0),
+                    service_display=component(svc, 1),
                     observations=[],
-                    ordering_provider=_person(_field(seg, 16), with_id=True),
+                    ordering_provider=person(field(seg, 16), with_id=True),
                 )
             )
-            obr_time = _field(seg, 7)
+            obr_time = field(seg, 7)
         elif seg.startswith("OBX|"):
             if not orders:
                 raise Unprocessable("OBX before any OBR", ctrl, header)
-            code = _field(seg, 3)
-            value = _field(seg, 5)
-            if not _component(code, 0) or not value:
-                raise Unprocessable(f"OBX {_field(seg, 1) or '?'} has no code or no value", ctrl, header)
+            code = field(seg, 3)
+            value = field(seg, 5)
+            if not component(code, 0) or not value:
+                raise Unprocessable(f"OBX {field(seg, 1) or '?'} has no code or no value", ctrl, header)
             orders[-1].observations.append(
                 LabObservation(
-                    set_id=_field(seg, 1),
-                    code=_component(code, 0),
-                    display=_component(code, 1),
-                    code_system=_component(code, 2),
+                    set_id=field(seg, 1),
+                    code=component(code, 0),
+                    display=component(code, 1),
+                    code_system=component(code, 2),
                     value=value,
-                    numeric_value=_number(value) if _field(seg, 2) in ("NM", "SN", "") else None,
-                    units=_component(_field(seg, 6), 0),
-                    reference_range=_field(seg, 7),
-                    abnormal_flags=[f for f in _field(seg, 8).split("~") if f],
-                    result_status=_field(seg, 11),
-                    observed_at=_field(seg, 14) or obr_time,
+                    numeric_value=_number(value) if field(seg, 2) in ("NM", "SN", "") else None,
+                    units=component(field(seg, 6), 0),
+                    reference_range=field(seg, 7),
+                    abnormal_flags=[f for f in field(seg, 8).split("~") if f],
+                    result_status=field(seg, 11),
+                    observed_at=field(seg, 14) or obr_time,
                 )
             )
     orders = [o for o in orders if o.observations]
@@ -219,21 +116,11 @@ def parse_oru(raw: bytes) -> OruMessage:
     return OruMessage(
         header=header,
         patient_id=patient_id,
-        patient_id_authority=_component(pid3, 3),
+        patient_id_authority=component(pid3, 3),
         orders=orders,
-        patient_name=_person(_field(pid, 5).split("~")[0]),
-        birth_date=_date(_field(pid, 7)),
+        patient_name=person(field(pid, 5).split("~")[0]),
+        birth_date=date_of(field(pid, 7)),
     )
-
-
-def _person(xpn: str, *, with_id: bool = False) -> str:
-    """An XPN (family^given^middle) or XCN (id^family^given^middle) as a person reads it."""
-    parts = xpn.split("^")
-    ident, name = (parts[0], parts[1:]) if with_id else ("", parts)
-    family, given = [*name, "", ""][:2]
-    middle = name[2] if len(name) > 2 else ""
-    full = " ".join(p for p in (given, middle, family) if p.strip())
-    return f"{full} ({ident})" if ident and full else full or ident
 
 
 def result_key(msg: OruMessage, order: LabOrder, obs: LabObservation) -> str:
@@ -251,19 +138,3 @@ def result_key(msg: OruMessage, order: LabOrder, obs: LabObservation) -> str:
         )
     )
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
-
-
-def _date(ts: str) -> str:
-    parsed = hl7_timestamp(ts)
-    return parsed.date().isoformat() if parsed else ts.strip()
-
-
-def hl7_timestamp(ts: str) -> datetime | None:
-    digits = ts.split("+")[0].split("-")[0].split(".")[0]
-    for fmt, n in (("%Y%m%d%H%M%S", 14), ("%Y%m%d%H%M", 12), ("%Y%m%d", 8)):
-        if len(digits) >= n:
-            try:
-                return datetime.strptime(digits[:n], fmt)
-            except ValueError:
-                return None
-    return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from careflow.hl7.oru import OruMessage, hl7_timestamp, result_key
+from careflow.hl7.message import hl7_timestamp
+from careflow.hl7.oru import OruMessage, result_key
 from careflow.models.lab_alert import LabResult
 
 # (LOINC, unit as sent, lower-cased) -> factor to careflow's canonical unit (the rules' units)

@@ -14,11 +14,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from careflow.fhir import codes
 from careflow.fhir.outcome import Issue
 from careflow.fhir.resources import InvalidResource, validate_resource
+from careflow.models.prior_auth import Priority
 
 CLAIM_ID_SYSTEM = f"{codes.CAREFLOW}/sid/pa-claim"
 CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
@@ -28,8 +29,6 @@ CAREFLOW_SUPPORTING_INFO = f"{codes.CAREFLOW}/CodeSystem/pa-supporting-info"
 CRITERIA_SUMMARY = "criteria-summary"  # "met=3 not_met=0 unknown=0": what the reviewer approved
 PAS_CLAIM_PROFILE = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-claim"
 PAS_BUNDLE_PROFILE = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/profile-pas-request-bundle"
-
-Priority = Literal["standard", "expedited"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def build_pas_bundle(
     diagnoses: Sequence[Code],
     document_reference_id: str,
     letter_text: str,
-    priority: Priority = "standard",
+    priority: Priority = Priority.STANDARD,
     created: datetime,
     ehr_base_url: str,
     enterer_ref: str | None = None,
@@ -130,7 +129,7 @@ def build_pas_bundle(
         "insurer": {"reference": payer_ref},
         "provider": {"reference": requester_ref},
         "enterer": {"reference": enterer},
-        "priority": Code(PROCESS_PRIORITY, "stat" if priority == "expedited" else "normal").concept(),
+        "priority": Code(PROCESS_PRIORITY, "stat" if priority == Priority.EXPEDITED else "normal").concept(),
         "diagnosis": [
             {"sequence": i, "diagnosisCodeableConcept": d.concept()} for i, d in enumerate(diagnoses, 1)
         ],

@@ -168,7 +168,7 @@ def pas_bundle(req: PayerSubmission, ehr_base_url: str) -> dict[str, Any]:
         diagnoses=[PasCode(d.system, d.code, d.display) for d in order.diagnoses],
         document_reference_id=req.document_reference_id,
         letter_text=req.letter,
-        priority=req.priority.value,
+        priority=req.priority,
         created=req.approval.at,
         ehr_base_url=ehr_base_url,
         payer_name=req.payer_name,

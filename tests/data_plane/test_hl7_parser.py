@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from careflow.hl7.ack import build_ack
+from careflow.hl7.message import HL7Rejection, Malformed, Unprocessable
 from careflow.hl7.mllp import START, Frame, MllpFramer, Oversize, wrap
-from careflow.hl7.oru import HL7Rejection, Malformed, Unprocessable, parse_oru, result_key
+from careflow.hl7.oru import parse_oru, result_key
 from tests.support.hl7_samples import oru
 
 

@@ -24,3 +24,34 @@ def oru(
     for i, (code, display, value, units, rng, flags) in enumerate(results, 1):
         segs.append(f"OBX|{i}|NM|{code}^{display}^LN||{value}|{units}|{rng}|{flags}|||F|||20261127075900")
     return ("\r".join(segs) + "\r").encode()
+
+
+def adt_a03(
+    control_id: str = "ADT00001",
+    *,
+    version: str = "2.5.1",
+    patient_id: str = "PAT123",
+    visit: str = "V-7781",
+    patient_class: str = "I",
+    disposition: str = "03",
+    discharged: str = "20261127143000",
+    message_type: str = "ADT^A03^ADT_A03",
+    facility: str = "GENHOSP",
+) -> bytes:
+    """A discharge as an EHR's ADT feed sends it: EVN, PID, PV1 (PV1-19 visit, -36 disposition, -45 time)."""
+    pv1 = (
+        ["PV1", "1", patient_class]
+        + [""] * 16
+        + [visit]
+        + [""] * 16
+        + [disposition]
+        + [""] * 8
+        + [discharged]
+    )
+    segs = [
+        f"MSH|^~\\&|ADT|{facility}|CAREFLOW|{facility}|20261127143100||{message_type}|{control_id}|P|{version}",
+        "EVN|A03|20261127143100",
+        f"PID|1||{patient_id}^^^{facility}^MR||DOE^JANE||19500101|F",
+        "|".join(pv1),
+    ]
+    return ("\r".join(segs) + "\r").encode()
