@@ -221,13 +221,8 @@ class LabResultAlertWorkflow:
     def _stage(self, stage: LabAlertStage) -> None:
         self._status.stage = stage
         if self._visible:  # ids and enums only: never PHI
-            urgency = self._status.urgency
-            workflow.upsert_search_attributes(
-                [
-                    sa.STAGE.value_set(stage.value),
-                    *([sa.PRIORITY.value_set(urgency.value)] if urgency else []),
-                ]
-            )
+            urgency = self._status.urgency.value if self._status.urgency else None
+            workflow.upsert_search_attributes(sa.updates(stage.value, priority=urgency))
 
     @workflow.query(name="status")
     def status(self) -> LabAlertStatus:

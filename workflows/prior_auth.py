@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -355,15 +354,10 @@ class PriorAuthWorkflow:
         self._status.stage = stage
         s, order = self._status, self._order
         if self._inp.search_attributes:
-            pairs: list[SearchAttributeUpdate[str]] = [
-                sa.PIPELINE.value_set(PIPELINE),
-                sa.STAGE.value_set(stage.value),
-                sa.TENANT.value_set(self._inp.tenant_id),
-                sa.PRIORITY.value_set(self._inp.priority.value),
-            ]
-            if s.payer:
-                pairs.append(sa.PAYER.value_set(s.payer))
-            workflow.upsert_search_attributes(pairs)
+            workflow.upsert_search_attributes(
+                sa.updates(stage.value, pipeline=PIPELINE, tenant_id=self._inp.tenant_id,
+                           priority=self._inp.priority.value, payer=s.payer or None)
+            )  # fmt: skip
         item = order.item.code if order else None
         workflow.upsert_memo(
             {"summary": visibility.memo_summary(PIPELINE, stage, s, item, self._inp.priority)}

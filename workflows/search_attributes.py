@@ -4,7 +4,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 
 PIPELINE = SearchAttributeKey.for_keyword("CareflowPipeline")
 STAGE = SearchAttributeKey.for_keyword("CareflowStage")
@@ -35,3 +40,23 @@ def at_start(pipeline: str, stage: str, tenant_id: str, priority: str | None = N
     if priority is not None:
         pairs.append(SearchAttributePair(PRIORITY, priority))
     return TypedSearchAttributes(pairs)
+
+
+def updates(
+    stage: str,
+    *,
+    pipeline: str | None = None,
+    tenant_id: str | None = None,
+    priority: str | None = None,
+    payer: str | None = None,
+) -> list[SearchAttributeUpdate[str]]:
+    """What a workflow upserts when its stage moves (`workflow.upsert_search_attributes`): the stage,
+    and each other attribute that is given."""
+    pairs: list[SearchAttributeUpdate[str]] = []
+    if pipeline is not None:
+        pairs.append(PIPELINE.value_set(pipeline))
+    pairs.append(STAGE.value_set(stage))
+    for key, value in ((TENANT, tenant_id), (PRIORITY, priority), (PAYER, payer)):
+        if value is not None:
+            pairs.append(key.value_set(value))
+    return pairs
