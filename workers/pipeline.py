@@ -3,8 +3,8 @@ factory is given: the worker process's shared clients, each built once, on first
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +18,12 @@ from careflow.config import Settings
 if TYPE_CHECKING:
     import typer
     from fastapi import APIRouter
+    from temporalio.client import Client
 
     from activities.llm import LlmActivities
     from careflow.audit.trail import PostgresAuditTrail
     from careflow.fhir.client import FhirClient
+    from careflow.hl7.listener import Route
     from careflow.notify.notifier import Notifier
 
 
@@ -60,6 +62,8 @@ class ProcessClients:
 
 
 ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]
+# An HL7 v2 message type's route, built once the listener has its Temporal client.
+RouteFactory = Callable[["Client"], "Route[Any]"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +79,4 @@ class Pipeline:
     commands: Sequence[typer.Typer] = ()  # command groups, each named (`typer.Typer(name=...)`)
     routers: Sequence[APIRouter] = ()
     demo: Callable[..., None] | None = None  # a typer command: `careflow demo <name>`
+    hl7: Mapping[str, RouteFactory] = field(default_factory=dict)  # "ORU^R01" -> its route, over MLLP

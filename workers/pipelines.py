@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.prior_auth import PriorAuthActivities
+from careflow.hl7.listener import Route
 from careflow.models import kb_refresh as kb_models
 from careflow.models import lab_alert as lab_alert_models
 from careflow.models import platform as platform_models
@@ -27,6 +29,7 @@ from starters.cli import kb as kb_cli
 from starters.cli import labs as labs_cli
 from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
+from starters.clients import lab_alert as lab_alert_client
 from starters.demos import lab_alert as lab_alert_demo
 from starters.demos import prior_auth as prior_auth_demo
 from workers.pipeline import Pipeline, ProcessClients
@@ -76,6 +79,7 @@ LAB_ALERT = Pipeline(
     search_attributes=[sa.PIPELINE, sa.STAGE, sa.TENANT, sa.PRIORITY],
     commands=[labs_cli.hl7_app, labs_cli.alerts_app],
     demo=lab_alert_demo.lab_alert,
+    hl7={"ORU^R01": lab_alert_client.oru_route},
 )
 
 PRIOR_AUTH = Pipeline(
@@ -115,11 +119,19 @@ def search_attributes() -> list[SearchAttributeKey[Any]]:
     return sorted(seen.values(), key=lambda k: k.name)
 
 
+def hl7_routes(client: Client) -> dict[str, Route[Any]]:
+    """Every message type the MLLP listener takes, and the route each pipeline declared for it."""
+    return {kind: make(client) for p in PIPELINES for kind, make in p.hl7.items()}
+
+
 def check(pipelines: Sequence[Pipeline] = PIPELINES) -> None:
     """Declarations that collide fail at import, not at run time."""
     names = [p.name for p in pipelines]
     if len(set(names)) != len(names):
         raise ValueError(f"pipeline names repeat: {names}")
+    kinds = [kind for p in pipelines for kind in p.hl7]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"HL7 message types routed twice: {kinds}")
     commands = [t.info.name for p in pipelines for t in p.commands if t.info.name]
     if len(set(commands)) != len(commands):
         raise ValueError(f"command groups repeat: {commands}")

@@ -1,8 +1,12 @@
-"""The MLLP listener: HL7 v2 results in over TCP, an ACK out for each, only once durably accepted.
+"""The MLLP listener: HL7 v2 messages in over TCP, an ACK out for each, only once durably accepted.
+
+Each message type careflow takes has a `Route` (its parser and what accepts it), keyed by type and
+trigger (`"ORU^R01"`); the pipelines declare theirs (workers/pipelines.py).  A type without a route
+gets AE (unsupported message type).
 
 Per connection, frames are handled in order (a sender expects ACKs in order); connections are
 independent, so one slow or broken sender never blocks another.  For each frame:
-- parses and `accept` succeeds (its workflows were started or found) -> AA
+- parses and its route's `accept` succeeds (its workflows were started or found) -> AA
 - `Malformed` -> AR, `Unprocessable` -> AE, an oversize frame -> AR; nothing is started
 - `accept` fails (Temporal unreachable, ...) -> no ACK and the connection is closed, so the lab
   system resends later: a result is never acknowledged without being durably accepted.
@@ -13,18 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from careflow.hl7.ack import build_ack
-from careflow.hl7.message import HL7Rejection, read_header
+from careflow.hl7.message import (
+    UNSUPPORTED_MESSAGE_TYPE,
+    HL7Rejection,
+    MessageHeader,
+    Unprocessable,
+    component,
+    envelope,
+    read_header,
+)
 from careflow.hl7.mllp import DEFAULT_MAX_FRAME, Frame, MllpFramer, Oversize, wrap
-from careflow.hl7.oru import OruMessage, parse_oru
 from careflow.security.logging import get_logger
 
 log = get_logger("careflow.hl7")
 
-Accept = Callable[[OruMessage], Awaitable[None]]
+
+class Parsed(Protocol):
+    header: MessageHeader
+
+
+M = TypeVar("M", bound=Parsed)
+
+
+@dataclass(frozen=True)
+class Route(Generic[M]):
+    parse: Callable[[bytes], M]  # raises Malformed (AR) or Unprocessable (AE)
+    accept: Callable[[M], Awaitable[None]]  # returns once the message's work is durably started
 
 
 @dataclass
@@ -40,14 +63,14 @@ class ListenerStats:
 class MllpListener:
     def __init__(
         self,
-        accept: Accept,
+        routes: Mapping[str, Route[Any]],
         *,
         host: str = "127.0.0.1",
         port: int = 2575,
         max_frame: int = DEFAULT_MAX_FRAME,
         idle_timeout: float = 60.0,
     ) -> None:
-        self._accept = accept
+        self._routes = dict(routes)
         self.host, self.port = host, port
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
@@ -103,7 +126,8 @@ class MllpListener:
                 ),
             )
         try:
-            message = parse_oru(item.payload)
+            route = self._route(item.payload)
+            message = route.parse(item.payload)
         except HL7Rejection as rej:
             log.info("hl7 rejected", ack=rej.ack_code, reason=rej.reason, control_id=rej.control_id)
             return self._ack(
@@ -117,7 +141,7 @@ class MllpListener:
                 ),
             )
         try:
-            await self._accept(message)
+            await route.accept(message)
         except Exception as exc:
             self.stats.unacknowledged += 1
             log.error(
@@ -128,6 +152,16 @@ class MllpListener:
             return None
         self.stats.accepted += 1
         return self._ack("AA", build_ack("AA", message.header))
+
+    def _route(self, payload: bytes) -> Route[Any]:
+        env = envelope(payload)  # Malformed (AR) before anything else
+        kind = "^".join(component(env.header.message_type, i) for i in (0, 1))
+        route = self._routes.get(kind)
+        if route is None:
+            known = ", ".join(sorted(self._routes)) or "none"
+            reason = f"message type {env.header.message_type or 'empty'} is not one careflow takes ({known})"
+            raise Unprocessable(reason, env.control_id, env.header, UNSUPPORTED_MESSAGE_TYPE)
+        return route
 
     def _ack(self, code: str, ack: bytes) -> bytes:
         self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1

@@ -13,7 +13,6 @@ from temporalio.service import RPCError
 from careflow.hl7.listener import MllpListener
 from careflow.models.lab_alert import PIPELINE, WORKFLOW_ID_PREFIX, AlertAck
 from starters.cli.common import CliError, IdTable, cli_connect, cli_settings, find_workflow, make_console
-from starters.clients.lab_alert import workflow_starter
 from starters.clients.visibility import Listed, list_pipeline
 from workflows.lab_alert import LabResultAlertWorkflow
 
@@ -29,14 +28,16 @@ ROLES = ("physician", "charge_nurse", "chief")
 def listen(
     port: Annotated[int | None, typer.Option(help="TCP port (default CAREFLOW_HL7_PORT, 2575).")] = None,
 ) -> None:
-    """Accept ORU^R01 over MLLP; ACK each message once its workflows are started."""
+    """Accept HL7 v2 over MLLP (each pipeline's message types); ACK each message once its work is started."""
+    from workers.pipelines import hl7_routes  # the pipelines declare their routes (and this command)
+
     settings = cli_settings()
 
     async def run() -> None:
         client = await cli_connect(settings, identity="careflow-hl7-listener")
         host, at = settings.hl7_host, port or settings.hl7_port
         listener = MllpListener(
-            workflow_starter(client), host=host, port=at, max_frame=settings.hl7_max_frame_bytes
+            hl7_routes(client), host=host, port=at, max_frame=settings.hl7_max_frame_bytes
         )
         try:
             await listener.start()

@@ -7,13 +7,14 @@ unless the earlier run failed or was terminated, when the resend starts it again
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from temporalio.client import Client
 
 from careflow import task_queues
-from careflow.hl7.listener import Accept
-from careflow.hl7.oru import OruMessage
+from careflow.hl7.listener import Route
+from careflow.hl7.oru import OruMessage, parse_oru
 from careflow.labs.normalise import results_from_oru
 from careflow.models.lab_alert import PIPELINE, LabAlertInput, LabAlertStage, workflow_id
 from careflow.security.logging import get_logger
@@ -24,9 +25,14 @@ from workflows.lab_alert import LabResultAlertWorkflow
 log = get_logger("careflow.hl7.bridge")
 
 
+def oru_route(client: Client) -> Route[OruMessage]:
+    """ORU^R01 over MLLP: one lab-alert workflow per result (declared in workers/pipelines.py)."""
+    return Route(parse_oru, workflow_starter(client))
+
+
 def workflow_starter(
     client: Client, task_queue: str = task_queues.MAIN, tenant_id: str = "default"
-) -> Accept:
+) -> Callable[[OruMessage], Awaitable[None]]:
     async def accept(msg: OruMessage) -> None:
         for result in results_from_oru(msg, datetime.now(UTC)):
             wid = workflow_id(result.result_key)

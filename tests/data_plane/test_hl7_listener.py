@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from careflow.hl7.listener import MllpListener
+from careflow.hl7.listener import MllpListener, Route
 from careflow.hl7.mllp import END, START, Frame, MllpFramer, wrap
-from careflow.hl7.oru import OruMessage
+from careflow.hl7.oru import OruMessage, parse_oru
 from tests.support.hl7_samples import oru
 
 
@@ -29,7 +29,8 @@ class Recorder:
 @pytest.fixture
 async def listener() -> AsyncIterator[tuple[MllpListener, Recorder]]:
     rec = Recorder()
-    lst = MllpListener(rec, host="127.0.0.1", port=0, max_frame=64 * 1024, idle_timeout=1.0)
+    routes = {"ORU^R01": Route(parse_oru, rec)}
+    lst = MllpListener(routes, host="127.0.0.1", port=0, max_frame=64 * 1024, idle_timeout=1.0)
     await lst.start()
     yield lst, rec
     await lst.close()
@@ -169,3 +170,33 @@ async def test_end_marker_split_across_packets(listener) -> None:  # type: ignor
     assert msa(await read_ack(reader))[1:3] == ["AA", "SPLIT"]
     assert [m.header.control_id for m in rec.accepted] == ["SPLIT"]
     writer.close()
+
+
+async def test_each_message_type_goes_to_its_own_route_and_others_get_ae() -> None:
+    from careflow.hl7.adt import DischargeEvent, parse_adt_a03
+    from tests.support.hl7_samples import adt_a03
+
+    labs, discharges = Recorder(), []
+
+    async def discharged(event: DischargeEvent) -> None:
+        discharges.append(event)
+
+    routes = {"ORU^R01": Route(parse_oru, labs), "ADT^A03": Route(parse_adt_a03, discharged)}
+    lst = MllpListener(routes, host="127.0.0.1", port=0)
+    await lst.start()
+    try:
+        reader, writer = await connect(lst)
+        writer.write(
+            wrap(oru("LAB-1")) + wrap(adt_a03("ADT-1")) + wrap(adt_a03("ADT-2", message_type="ADT^A08"))
+        )
+        await writer.drain()
+        assert msa(await read_ack(reader))[1:3] == ["AA", "LAB-1"]
+        assert msa(await read_ack(reader))[1:3] == ["AA", "ADT-1"]
+        refused = await read_ack(reader)
+        assert msa(refused)[1:3] == ["AE", "ADT-2"]
+        assert any("ADT A03, ORU R01" in seg for seg in refused)  # says which types it takes (^ escaped)
+        writer.close()
+    finally:
+        await lst.close()
+    assert [m.header.control_id for m in labs.accepted] == ["LAB-1"]
+    assert [(d.header.control_id, d.visit_number) for d in discharges] == [("ADT-1", "V-7781")]

@@ -7,8 +7,9 @@ import asyncio
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from careflow.hl7.listener import MllpListener
+from careflow.hl7.listener import MllpListener, Route
 from careflow.hl7.mllp import Frame, MllpFramer, wrap
+from careflow.hl7.oru import parse_oru
 from careflow.models.lab_alert import PIPELINE, AlertAck
 from starters.clients.lab_alert import workflow_starter
 from starters.clients.visibility import Listed, list_pipeline
@@ -30,7 +31,7 @@ async def test_100_resends_one_workflow_one_alert(client: Client, task_queue: st
     message = oru(
         "RESEND-1", filler=filler, results=[("2823-3", "Potassium", "6.9", "mmol/L", "3.5-5.1", "HH")]
     )
-    listener = MllpListener(workflow_starter(client, task_queue), port=0)
+    listener = MllpListener({"ORU^R01": Route(parse_oru, workflow_starter(client, task_queue))}, port=0)
     await listener.start()
     async with Worker(
         client,
