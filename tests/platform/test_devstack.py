@@ -18,7 +18,7 @@ import pytest
 
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.net import free_port
-from tests.conftest import ROOT
+from tests.support.cli import run_careflow
 
 pytestmark = pytest.mark.stack  # starts servers of its own
 
@@ -62,15 +62,8 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
 
 
 def careflow(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "starters", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """`careflow ARGS` in exactly the stack's environment (nothing of this test process's CAREFLOW_*)."""
+    return run_careflow(*args, timeout=timeout, base=env)
 
 
 def embedded_pg(home: Path) -> EmbeddedPostgres:
