@@ -154,10 +154,13 @@ class MllpListener:
         return self._ack("AA", build_ack("AA", message.header))
 
     def _route(self, payload: bytes) -> Route[Any]:
-        env = envelope(payload)  # Malformed (AR) before anything else
-        kind = "^".join(component(env.header.message_type, i) for i in (0, 1))
+        """The route of the message's type, read from MSH alone: the route's parser runs the envelope
+        checks once.  A type without a route is checked here, so garbage still gets AR, not AE."""
+        header = read_header(payload)
+        kind = "^".join(component(header.message_type, i) for i in (0, 1)) if header else ""
         route = self._routes.get(kind)
         if route is None:
+            env = envelope(payload)  # Malformed (AR) before "unsupported type" (AE)
             known = ", ".join(sorted(self._routes)) or "none"
             reason = f"message type {env.header.message_type or 'empty'} is not one careflow takes ({known})"
             raise Unprocessable(reason, env.control_id, env.header, UNSUPPORTED_MESSAGE_TYPE)

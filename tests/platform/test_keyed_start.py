@@ -4,10 +4,13 @@ terminated run starts a new run (lab alert over the HL7 bridge, prior auth over 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from careflow.hl7.oru import parse_oru
+from careflow.labs.normalise import results_from_oru
+from careflow.models.lab_alert import workflow_id
 from starters.clients.lab_alert import workflow_starter
 from starters.clients.prior_auth import list_prior_auths, start_prior_auth
 from tests.support.hl7_samples import oru
@@ -36,7 +39,8 @@ async def test_lab_result_resend_recovers_a_terminated_run(client: Client, task_
         )
     )
     await accept(message)
-    [wid] = [w.id async for w in client.list_workflows(f"TaskQueue = '{task_queue}'")]
+    [result] = results_from_oru(message, datetime.now(UTC))
+    wid = workflow_id(result.result_key)  # the id is the result's key: nothing to list
     handle = client.get_workflow_handle(wid)
     first = (await handle.describe()).run_id
 
