@@ -13,11 +13,13 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CAREFLOW_"
+REGISTRY_DATABASE = "mlflow"  # the model registry's own database, beside careflow's
 
 
 class ConfigError(Exception):
@@ -77,6 +79,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:55432/careflow"
     database_pool_min: int = Field(1, ge=0)
     database_pool_max: int = Field(10, ge=1)
+    # The model registry (MLflow): its store is database `mlflow` beside database_url's unless set
+    # (any SQLAlchemy URL); its artifacts (model files, evaluation reports) under CAREFLOW_HOME/mlflow.
+    registry_url: str | None = None
 
     # HTTP API (codec endpoint, online paths) and the EHR
     api_host: str = "127.0.0.1"
@@ -188,6 +193,14 @@ class Settings(BaseSettings):
         """The Web UI page of one workflow, or of the namespace's workflow list."""
         base = f"{self.temporal_ui_url}/namespaces/{self.temporal_namespace}/workflows"
         return f"{base}/{workflow_id}" if workflow_id else base
+
+    @property
+    def registry_store_url(self) -> str:
+        """SQLAlchemy URL of the model registry's store (psycopg 3 driver)."""
+        if self.registry_url:
+            return self.registry_url
+        parts = urlsplit(self.database_url)
+        return urlunsplit(("postgresql+psycopg", parts.netloc, "/" + REGISTRY_DATABASE, "", ""))
 
     @cached_property
     def state_dir(self) -> Path:

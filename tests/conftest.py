@@ -12,19 +12,23 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from careflow.config import Settings
+from careflow.config import REGISTRY_DATABASE, Settings
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
 from careflow.net import free_port
 from careflow.security.keys import new_key_spec
 from careflow.security.temporal import data_converter
 from workers import pipelines
+
+if TYPE_CHECKING:
+    from careflow.readmission.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,6 +73,7 @@ def postgres(state_home: Path) -> Iterator[EmbeddedPostgres]:
 async def database_url(postgres: EmbeddedPostgres) -> str:
     dsn = await postgres.ensure_database("careflow")
     await migrate(dsn)
+    await postgres.ensure_database(REGISTRY_DATABASE)  # the model registry's store (careflow dev up's too)
     os.environ["CAREFLOW_DATABASE_URL"] = dsn
     return dsn
 
@@ -108,6 +113,16 @@ async def time_skipping(test_env: dict[str, str]) -> AsyncIterator[WorkflowEnvir
         await env.shutdown()
 
 
+@pytest.fixture(scope="session")
+def model_registry(database_url: str) -> ModelRegistry:
+    """The session's MLflow registry, its tables created here before any worker uses it."""
+    from careflow.readmission.registry import open_registry
+
+    registry = open_registry(Settings())
+    registry.prepare()
+    return registry
+
+
 @pytest.fixture
 def settings(database_url: str, dev_server: WorkflowEnvironment) -> Settings:
     return Settings()
@@ -124,7 +139,15 @@ def task_queue(request: pytest.FixtureRequest) -> str:
 
 
 # -- two speeds: `make unit` runs what needs no server ---------------------------------------------
-SERVER_FIXTURES = {"postgres", "database_url", "dev_server", "time_skipping", "settings", "client"}
+SERVER_FIXTURES = {
+    "postgres",
+    "database_url",
+    "dev_server",
+    "time_skipping",
+    "settings",
+    "client",
+    "model_registry",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from careflow.fhir.client import FhirClient
     from careflow.hl7.listener import Route
     from careflow.notify.notifier import Notifier
+    from careflow.readmission.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,13 @@ class ProcessClients:
         from activities.llm import LlmActivities
 
         return LlmActivities(self.pool, self.settings, actor=self.identity)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        """The model registry (MLflow; its import takes seconds, so only on first use)."""
+        from careflow.readmission.registry import open_registry
+
+        return open_registry(self.settings)
 
 
 ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]

@@ -17,19 +17,24 @@ from temporalio.common import SearchAttributeKey
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.prior_auth import PriorAuthActivities
+from activities.readmission import ReadmissionActivities
 from careflow.hl7.listener import Route
 from careflow.models import kb_refresh as kb_models
 from careflow.models import lab_alert as lab_alert_models
 from careflow.models import platform as platform_models
 from careflow.models import prior_auth as prior_auth_models
+from careflow.models import readmission as readmission_models
 from careflow.security.keys import pseudonymizer
+from starters.api import discharges as discharges_api
 from starters.api import orders as orders_api
 from starters.api import rag as rag_api
 from starters.cli import kb as kb_cli
 from starters.cli import labs as labs_cli
 from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
+from starters.cli import risk as risk_cli
 from starters.clients import lab_alert as lab_alert_client
+from starters.clients import readmission as readmission_client
 from starters.demos import lab_alert as lab_alert_demo
 from starters.demos import prior_auth as prior_auth_demo
 from workers.pipeline import Pipeline, ProcessClients
@@ -38,6 +43,11 @@ from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
 from workflows.platform_canary import PlatformCanaryWorkflow
 from workflows.prior_auth import PriorAuthWorkflow
+from workflows.readmission import (
+    ReadmissionNightlyWorkflow,
+    ReadmissionRiskWorkflow,
+    ReadmissionTrainingWorkflow,
+)
 
 
 def _no_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -58,6 +68,10 @@ def _lab_alert_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def _prior_auth_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     return PriorAuthActivities(c.fhir, c.pool, c.notifier, c.settings).all()
+
+
+def _readmission_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return ReadmissionActivities(c.fhir, c.pool, lambda: c.registry, c.identity).all()
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -102,7 +116,18 @@ KNOWLEDGE_BASE = Pipeline(
     routers=[rag_api.router],
 )
 
-PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE)
+READMISSION = Pipeline(
+    name=readmission_models.PIPELINE,
+    summary="30-day readmission risk per discharge (ADT^A03, FHIR event, nightly Schedule); model registry.",
+    workflows=[ReadmissionRiskWorkflow, ReadmissionNightlyWorkflow, ReadmissionTrainingWorkflow],
+    activities=_readmission_activities,
+    search_attributes=[sa.PIPELINE, sa.STAGE, sa.TENANT],
+    commands=[risk_cli.risk_app],
+    routers=[discharges_api.router],
+    hl7={"ADT^A03": readmission_client.adt_route},
+)
+
+PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE, READMISSION)
 
 
 def task_queues() -> list[str]:

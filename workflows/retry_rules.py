@@ -35,10 +35,11 @@ class Step:
     max_interval: timedelta = timedelta(seconds=30)
     max_attempts: int = 0  # 0: as many as the budget allows
     non_retryable: tuple[str, ...] = ()
+    heartbeat: timedelta | None = None  # long steps report progress; silence this long is a failure
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `workflow.execute_activity*`."""
-        return {
+        options: dict[str, Any] = {
             "start_to_close_timeout": self.attempt,
             "schedule_to_close_timeout": self.budget,
             "retry_policy": RetryPolicy(
@@ -49,6 +50,9 @@ class Step:
                 non_retryable_error_types=list(self.non_retryable),
             ),
         }
+        if self.heartbeat is not None:
+            options["heartbeat_timeout"] = self.heartbeat
+        return options
 
 
 # -- AI drafts (llm.draft): the longest single attempt per tier; what another attempt cannot fix ----
@@ -88,3 +92,18 @@ LAB_ASSESS = Step(timedelta(seconds=30), timedelta(seconds=45), timedelta(second
 LAB_NOTIFY = Step(timedelta(seconds=20), DAY, timedelta(seconds=15))  # the push: Postgres + webhook, no EHR
 LAB_TASK = Step(timedelta(seconds=20), DAY, timedelta(minutes=1))  # the EHR Task: whenever the EHR is back
 LAB_AUDIT = Step(timedelta(seconds=20), DAY, timedelta(seconds=15))
+
+# -- readmission risk: a score within 2 h of discharge; nothing falls back but the narrative ------
+RISK_READ = Step(timedelta(seconds=60), DAY, timedelta(minutes=2), non_retryable=("NotADischarge",))
+RISK_SCORE = Step(timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("NoChampion",))
+RISK_NARRATIVE = llm_draft(Tier.STANDARD, attempts=2)  # then: the model's factors without a narrative
+RISK_WRITE = Step(timedelta(seconds=30), DAY, timedelta(minutes=2))
+RISK_SWEEP = Step(
+    timedelta(minutes=2), timedelta(hours=6), timedelta(minutes=1), non_retryable=("NoChampion",)
+)
+RISK_TRAIN = Step(
+    timedelta(minutes=30), timedelta(hours=6), timedelta(minutes=1), heartbeat=timedelta(seconds=60)
+)
+RISK_PROMOTE = Step(
+    timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("PromotionBlocked", "RegistryError")
+)

@@ -125,26 +125,43 @@ class LabUrgency(TaskOutput):
     citations: list[str]
 
 
-# --- risk_narrative (seed P11) ---------------------------------------------------------------------
+# --- readmission_narrative (seed P11) -------------------------------------------------------------
 
 
 class RiskFactor(BaseModel):
-    name: str  # feature name as the model reports it, e.g. "prior_admissions_12m"
+    model_config = ConfigDict(extra="forbid")
+
+    evidence_id: str  # the factor's evidence item ("factor:1"): what the narrative cites
+    name: str  # what it means to a care-coordination nurse, e.g. "admissions in the prior 12 months"
     value: str = ""
-    contribution: float = 0.0  # e.g. a SHAP value; larger means more risk
+    contribution: float = 0.0  # log-odds the factor added to this patient's score (the model's own)
 
 
-class RiskNarrativeInput(TaskInput):
+class ReadmissionNarrativeInput(TaskInput):
     risk_score: float = Field(ge=0.0, le=1.0)
     risk_tier: str = ""
     model_version: str = ""
-    factors: list[RiskFactor] = Field(default_factory=list)
+    factors: list[RiskFactor] = Field(default_factory=list, max_length=3)  # the model's top 3
 
 
-class RiskNarrative(TaskOutput):
-    narrative: str
-    top_factors: list[str]
-    citations: list[str]
+class ReadmissionNarrative(TaskOutput):
+    narrative: str  # "high risk because of ...; suggested interventions ..."
+    top_factors: list[str]  # the factor names, in the order the narrative gives them
+    interventions: list[str]
+    citations: list[str]  # factor evidence ids only
+
+
+def factor_evidence(factors: list[RiskFactor]) -> list[Evidence]:
+    """The only evidence a readmission narrative gets: the model's factors (no chart, no free text)."""
+    return [
+        Evidence(
+            id=f.evidence_id,
+            kind="model-factor",
+            title=f.name,
+            text=f"{f.name}: {f.value or 'missing'}; adds {f.contribution:+.2f} log-odds to the score",
+        )
+        for f in factors
+    ]
 
 
 # --- rag_answer (seed P1, P13) ---------------------------------------------------------------------
@@ -300,14 +317,14 @@ TASKS: dict[str, TaskSpec] = {
             max_tokens=1024,
         ),
         TaskSpec(
-            name="risk_narrative",
-            input_model=RiskNarrativeInput,
-            output_model=RiskNarrative,
+            name="readmission_narrative",
+            input_model=ReadmissionNarrativeInput,
+            output_model=ReadmissionNarrative,
             instructions=(
                 "You explain a 30-day readmission risk score computed by a gradient-boosting model to a "
-                "care-management team. Do not re-score the patient: explain the model's top factors, "
-                "citing the record evidence that corroborates them, and suggest care-management "
-                "interventions."
+                "care-coordination team. Do not re-score the patient and do not add factors: say why the "
+                "risk is high using only the model's factors given as evidence, citing each by its "
+                "evidence id, then suggest care-coordination interventions that address those factors."
             ),
             default_tier=Tier.STANDARD,
             contains_phi=True,

@@ -101,6 +101,19 @@ def row(f: DischargeFeatures) -> list[float]:
     ]
 
 
+def describe(feature: str, value: float | None) -> str:
+    """A feature's value as a care-coordination nurse reads it ("snf", "yes", "3", "128.0")."""
+    if value is None or value != value:  # NaN: not measured during the stay
+        return "not measured"
+    if feature == "disposition":
+        return list(Disposition)[int(value)].value
+    if feature == "emergent":
+        return "yes" if value else "no"
+    if feature == "los_days":
+        return f"{value:g} days"
+    return f"{value:g}"
+
+
 def lace_points(los_days: float, emergent: bool, charlson: int, ed_visits_6m: int) -> int:
     """LACE index, 0-19."""
     days = int(los_days)

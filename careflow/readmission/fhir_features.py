@@ -48,6 +48,14 @@ def stay(encounter: Resource) -> tuple[datetime, datetime]:
     return start, end
 
 
+def stay_end(encounter: Resource) -> datetime | None:
+    """When a finished inpatient Encounter ended (None for anything else)."""
+    try:
+        return stay(encounter)[1]
+    except NotADischarge:
+        return None
+
+
 def _age(birth: str | None, at: datetime) -> float:
     if not birth:
         raise NotADischarge("the Patient has no birthDate")

@@ -47,11 +47,11 @@ from starters.cli.common import (
     find_workflow,
     make_console,
 )
+from starters.clients.keyed_start import Started
 from starters.clients.prior_auth import (
     ORDER_ID_RE,
     PaOrder,
     ReviewRefused,
-    Started,
     start_prior_auth,
     status_of,
     submit_all,

@@ -12,11 +12,18 @@ A duplicate event must never start a second workflow, and a resend must recover 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+
+
+@dataclass(frozen=True)
+class Started:
+    workflow_id: str
+    started: bool  # False: a run with this id is running or has completed (the event attached)
 
 
 async def start_keyed(

@@ -36,7 +36,7 @@ from careflow.models.prior_auth import (
     reviewer_ref,
     workflow_id,
 )
-from starters.clients.keyed_start import start_keyed
+from starters.clients.keyed_start import Started, start_keyed
 from starters.clients.visibility import Listed, list_pipeline
 from workflows import search_attributes as sa
 from workflows.prior_auth import PriorAuthWorkflow
@@ -46,12 +46,6 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]+")  # safe to quote in a visibility que
 
 
 # -- start --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Started:
-    workflow_id: str
-    started: bool  # False: a workflow for this order is running or has completed
-
-
 async def start_prior_auth(
     client: Client,
     order_id: str,

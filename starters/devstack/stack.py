@@ -33,7 +33,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from careflow.config import Settings
+from careflow.config import REGISTRY_DATABASE, Settings
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
 from careflow.security.keys import codec_tokens, payload_keyring
@@ -240,6 +240,7 @@ class DevStack:
         payload_keyring(self.settings)  # dev: create the shared secrets before any child needs them
         codec_tokens(self.settings)
         await self._up_postgres()
+        await self._up_registry()
         await self._up_temporal()
         await self._ensure_search_attributes()
         await self._up_api()
@@ -266,6 +267,23 @@ class DevStack:
             await self.pg.ensure_database(urlsplit(self.settings.database_url).path.lstrip("/") or "careflow")
         applied = await migrate(self.settings.database_url)
         self.say(f"postgres: migrations applied: {', '.join(applied) if applied else 'none pending'}")
+
+    async def _up_registry(self) -> None:
+        """The model registry's store (MLflow's tables in database `mlflow`) and its artifact folder."""
+        from careflow.readmission.registry import open_registry
+
+        if self.embedded_pg and not self.settings.registry_url:
+            await self.pg.ensure_database(REGISTRY_DATABASE)
+        registry = open_registry(self.settings)
+        try:
+            await asyncio.to_thread(registry.prepare)
+        except Exception as exc:
+            raise StackError(
+                f"model registry: its store {urlsplit(registry.store_url).path.lstrip('/')!r} is not usable "
+                f"({type(exc).__name__}); create the database or set CAREFLOW_REGISTRY_URL"
+            ) from exc
+        where = f"database {REGISTRY_DATABASE}, artifacts {registry.artifact_root}"
+        self.say(f"model registry: MLflow store ready ({where})")
 
     async def _up_temporal(self) -> None:
         if self.pid_of("temporal"):

@@ -22,10 +22,12 @@ from careflow.llm.tasks import (
     LabUrgency,
     PaJustification,
     RagAnswer,
-    RiskNarrative,
+    ReadmissionNarrative,
+    RiskFactor,
     SoapNote,
     TaskInput,
     TaskOutput,
+    factor_evidence,
 )
 from careflow.llm.types import CompletionResponse, Evidence
 
@@ -97,15 +99,24 @@ INPUTS: dict[str, dict[str, Any]] = {
         "rule_reasons": ["above critical limit 6.2 mmol/L"],
         "baseline": [4.1, 4.3],
     },
-    "risk_narrative": {
-        "risk_score": 0.82,
+    "readmission_narrative": {
+        "risk_score": 0.42,
         "risk_tier": "high",
-        "model_version": "gb-2026.10",
+        "model_version": "3",
         "factors": [
-            {"name": "prior_admissions_12m", "value": "3", "contribution": 0.21},
-            {"name": "diabetes", "contribution": 0.12},
-            {"name": "medication_count", "value": "11", "contribution": 0.15},
-            {"name": "age", "value": "71", "contribution": 0.01},
+            {
+                "evidence_id": "factor:2",
+                "name": "number of active medications",
+                "value": "11",
+                "contribution": 0.15,
+            },
+            {
+                "evidence_id": "factor:1",
+                "name": "admissions in the prior 12 months",
+                "value": "3",
+                "contribution": 0.21,
+            },
+            {"evidence_id": "factor:3", "name": "last sodium", "value": "128", "contribution": 0.12},
         ],
     },
     "rag_answer": {"question": "When should a GLP-1 receptor agonist be added for type 2 diabetes?"},
@@ -202,13 +213,28 @@ async def test_lab_urgency_keeps_the_rule_floor_and_cites_context() -> None:
     assert isinstance(flags_only, LabUrgency) and flags_only.urgency == "high"
 
 
-async def test_risk_narrative_explains_the_top_three_factors() -> None:
-    out = await parsed("risk_narrative", INPUTS["risk_narrative"], RECORD)
-    assert isinstance(out, RiskNarrative)
-    assert out.top_factors == ["prior_admissions_12m", "medication_count", "diabetes"]
-    assert out.narrative.startswith("Readmission risk score 0.82 (high) from model gb-2026.10.")
-    assert "pharmacist medication reconciliation" in out.narrative
-    assert out.missing_information == ["No record evidence corroborates the factor prior_admissions_12m."]
+async def test_readmission_narrative_cites_only_the_model_factors() -> None:
+    factors = [RiskFactor.model_validate(f) for f in INPUTS["readmission_narrative"]["factors"]]
+    out = await parsed("readmission_narrative", INPUTS["readmission_narrative"], factor_evidence(factors))
+    assert isinstance(out, ReadmissionNarrative)
+    assert out.top_factors == [
+        "admissions in the prior 12 months", "number of active medications", "last sodium"
+    ]  # fmt: skip
+    assert out.citations == ["factor:1", "factor:2", "factor:3"]
+    assert out.narrative.startswith(
+        "High risk of readmission within 30 days (score 0.42, model version 3) because of: "
+        "admissions in the prior 12 months (3) [factor:1]; number of active medications (11) [factor:2]"
+    )
+    assert out.interventions == [
+        "transitional-care call within 48 hours of discharge",
+        "pharmacist medication reconciliation before discharge",
+        "repeat sodium within one week; review diuretics and fluid advice",
+    ]
+    assert not out.missing_information
+    # Chart evidence is not the model's: a factor whose evidence item is absent is not cited.
+    chart_only = await parsed("readmission_narrative", INPUTS["readmission_narrative"], RECORD)
+    assert isinstance(chart_only, ReadmissionNarrative) and chart_only.citations == []
+    assert len(chart_only.missing_information) == 4
 
 
 async def test_rag_answer_cites_title_section_and_effective_date() -> None:
@@ -390,18 +416,17 @@ task_inputs = st.fixed_dictionaries(
                 "baseline": st.lists(st.floats(min_value=0.3, max_value=5), max_size=4),
             }
         ),
-        "risk_narrative": st.fixed_dictionaries(
+        "readmission_narrative": st.fixed_dictionaries(
             {
                 "risk_score": st.floats(min_value=0, max_value=1),
                 "factors": st.lists(
                     st.builds(
                         dict,
-                        name=st.sampled_from(
-                            ["diabetes", "heart_failure", "medication_count", "knee", "prior_admissions"]
-                        ),
+                        evidence_id=st.sampled_from(["factor:1", "factor:2", "Condition/c1"]),
+                        name=st.sampled_from(["last sodium", "age", "length of stay", "knee"]),
                         contribution=st.floats(min_value=-1, max_value=1),
                     ),
-                    max_size=5,
+                    max_size=3,
                 ),
             }
         ),
@@ -448,8 +473,9 @@ def assert_grounded(out: TaskOutput, evidence: list[Evidence], task_input: dict[
             source = _evidence_text(evidence, [c.evidence_id]) + c.evidence_id
             for value in (c.document_title, c.section, c.effective_date):
                 assert value in source
-    elif isinstance(out, RiskNarrative):
+    elif isinstance(out, ReadmissionNarrative):
         assert set(out.top_factors) <= {f["name"] for f in task_input["factors"]}
+        assert set(out.citations) <= {f["evidence_id"] for f in task_input["factors"]}
     elif isinstance(out, LabUrgency):
         rank = {"low": 0, "high": 1, "critical": 2}
         assert rank[out.urgency] >= rank[task_input["rule_urgency"] or "low"]

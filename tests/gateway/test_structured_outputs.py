@@ -150,7 +150,7 @@ def test_every_task_builds_a_json_only_request_with_its_schema() -> None:
         "pa_justification": {"requested_item": "semaglutide", "criteria": ["BMI >= 30"]},
         "soap_note": {},
         "lab_urgency": {"test": "Potassium", "value": 6.8},
-        "risk_narrative": {"risk_score": 0.8},
+        "readmission_narrative": {"risk_score": 0.8},
         "rag_answer": {"question": "q"},
     }
     assert set(inputs) == set(TASKS)
@@ -170,7 +170,7 @@ def test_every_task_builds_a_json_only_request_with_its_schema() -> None:
     assert TASKS["lab_urgency"].build_request(inputs["lab_urgency"], []).task_input["value"] == "6.8"
     assert CLINICAL_DISCLAIMER in TASKS["rag_answer"].build_request({"question": "q"}, []).system
     with pytest.raises(ValidationError):
-        TASKS["risk_narrative"].build_request({"risk_score": 7}, [])
+        TASKS["readmission_narrative"].build_request({"risk_score": 7}, [])
     with pytest.raises(ValidationError, match="payer_criteria"):
         TASKS["pa_justification"].build_request({"requested_item": "x", "payer_criteria": ["y"]}, [])
     with pytest.raises(KeyError, match="unknown careflow task"):

@@ -28,8 +28,8 @@ from careflow.llm.tasks import (
     RagAnswer,
     RagAnswerInput,
     RagCitation,
-    RiskNarrative,
-    RiskNarrativeInput,
+    ReadmissionNarrative,
+    ReadmissionNarrativeInput,
     SoapNote,
     SoapNoteInput,
     TaskOutput,
@@ -337,94 +337,61 @@ def draft_lab_urgency(inp: LabUrgencyInput, evidence: list[Evidence]) -> LabUrge
     )
 
 
-# --- risk_narrative -------------------------------------------------------------------------------------
+# --- readmission_narrative -----------------------------------------------------------------------------
 
-# Factor keyword -> care-management intervention (a transparent table; P11's "recommended interventions").
+# Factor keyword -> care-coordination intervention (a transparent table; P11's "suggested interventions").
 _INTERVENTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (
-        ("admission", "readmission", "visit", "utilization", "ed"),
-        "transitional-care call within 48 hours of discharge",
-    ),
-    (("medication", "polypharmacy", "drug"), "pharmacist medication reconciliation"),
-    (("heart", "hf", "cardiac"), "heart-failure clinic follow-up within 7 days"),
-    (("copd", "pulmonary", "respiratory"), "pulmonary follow-up and inhaler technique review"),
-    (("kidney", "ckd", "renal", "creatinine"), "renal function recheck within one week"),
-    (("diabetes", "a1c", "hba1c", "glucose"), "diabetes self-management follow-up"),
-    (("disposition", "alone", "social", "home"), "social-work assessment of home support"),
-    (("los", "stay", "length"), "early follow-up appointment within 7 days"),
+    (("admission", "ed", "visit"), "transitional-care call within 48 hours of discharge"),
+    (("medication",), "pharmacist medication reconciliation before discharge"),
+    (("comorbidity", "charlson"), "follow-up with the primary-care physician within 7 days"),
+    (("hemoglobin",), "repeat hemoglobin and anemia work-up at the follow-up visit"),
+    (("sodium",), "repeat sodium within one week; review diuretics and fluid advice"),
+    (("creatinine",), "renal function recheck within one week; review renally dosed medications"),
+    (("disposition",), "handover call to the receiving facility or home-health agency"),
+    (("stay", "emergency"), "early follow-up appointment within 7 days"),
+    (("age",), "home-safety and caregiver-support assessment"),
 )
-# Factor words whose evidence is a kind of record entry rather than a word in it.
-_FACTOR_CATEGORIES: dict[str, r.Category] = {
-    "medication": "treatment",
-    "drug": "treatment",
-    "polypharmacy": "treatment",
-    "admission": "encounter",
-    "readmission": "encounter",
-    "visit": "encounter",
-    "stay": "encounter",
-    "lab": "observation",
-}
 _DEFAULT_INTERVENTION = "primary-care follow-up within 7 days of discharge"
 
 
-def _factor_words(name: str) -> list[str]:
-    return [w for w in name.lower().replace("_", " ").replace("-", " ").split() if w]
-
-
-def draft_risk_narrative(inp: RiskNarrativeInput, evidence: list[Evidence]) -> RiskNarrative:
-    top = sorted(inp.factors, key=lambda f: -f.contribution)[:3]
-    record = [e for e in evidence if r.category(e) not in ("guideline", "transcript")]
-    parts = [
-        f"Readmission risk score {inp.risk_score:.2f}"
-        + (f" ({inp.risk_tier})" if inp.risk_tier else "")
-        + (f" from model {inp.model_version}." if inp.model_version else ".")
-    ]
-    missing: list[str] = []
-    cited: list[str] = []
+def draft_readmission_narrative(
+    inp: ReadmissionNarrativeInput, evidence: list[Evidence]
+) -> ReadmissionNarrative:
+    """Why the score is what it is, from the model's factors alone (each cited), and what to do."""
+    given = {e.id for e in evidence}
+    top = [f for f in sorted(inp.factors, key=lambda f: -f.contribution) if f.evidence_id in given][:3]
+    missing = [f"The factor {f.name} came without its evidence item." for f in inp.factors
+               if f.evidence_id not in given]  # fmt: skip
+    tier = f"{inp.risk_tier} risk" if inp.risk_tier else "Risk"
+    head = f"{tier.capitalize()} of readmission within 30 days (score {inp.risk_score:.2f}"
+    head += f", model version {inp.model_version})" if inp.model_version else ")"
     interventions: list[str] = []
-    if top:
-        parts.append(
-            "The model's top factors: "
-            + "; ".join(
-                f"{' '.join(_factor_words(f.name))}" + (f" ({f.value})" if f.value else "") for f in top
-            )
-            + "."
-        )
-    else:
-        missing.append("The model reported no contributing factors.")
     for f in top:
-        words = r.terms(" ".join(_factor_words(f.name)))
-        kinds = {_FACTOR_CATEGORIES[w] for w in words if w in _FACTOR_CATEGORIES}
-        support = [
-            e
-            for e in record
-            if r.category(e) in kinds or (words and r.relevance(words, f"{e.title} {e.text}") > 0)
-        ][:2]
-        if support:
-            parts.append(
-                f"Record evidence for {' '.join(_factor_words(f.name))}: "
-                + "; ".join(r.describe(e) + _tag([e.id]) for e in support)
-                + "."
-            )
-            cited += [e.id for e in support]
-        else:
-            missing.append(f"No record evidence corroborates the factor {f.name}.")
-        fw = {r.stem(w) for w in _factor_words(f.name)}
+        words = set(f.name.lower().replace("(", " ").replace(")", " ").split())
         chosen = next(
-            (text for keys, text in _INTERVENTIONS if fw & {r.stem(k) for k in keys}), _DEFAULT_INTERVENTION
+            (text for keys, text in _INTERVENTIONS if any(w.startswith(k) for w in words for k in keys)),
+            _DEFAULT_INTERVENTION,
         )
         if chosen not in interventions:
             interventions.append(chosen)
-    if interventions:
-        parts.append("Suggested care-management interventions: " + "; ".join(interventions) + ".")
+    if top:
+        because = "; ".join(
+            f"{f.name}" + (f" ({f.value})" if f.value else "") + _tag([f.evidence_id]) for f in top
+        )
+        parts = [f"{head} because of: {because}."]
+        parts.append("Suggested interventions: " + "; ".join(interventions) + ".")
+    else:
+        parts = [f"{head}."]
+        missing.append("The model reported no contributing factors.")
     parts.append(
         "The score comes from the model; this narrative explains it and does not re-score the patient."
     )
-    return RiskNarrative(
+    return ReadmissionNarrative(
         narrative=" ".join(parts),
         top_factors=[f.name for f in top],
+        interventions=interventions,
         missing_information=missing,
-        citations=list(dict.fromkeys(cited)),
+        citations=[f.evidence_id for f in top],
     )
 
 
@@ -469,7 +436,7 @@ DRAFTERS: dict[type[BaseModel], Callable[[Any, list[Evidence]], TaskOutput]] = {
     PaJustificationInput: draft_pa_justification,
     SoapNoteInput: draft_soap_note,
     LabUrgencyInput: draft_lab_urgency,
-    RiskNarrativeInput: draft_risk_narrative,
+    ReadmissionNarrativeInput: draft_readmission_narrative,
     RagAnswerInput: draft_rag_answer,
 }
 DRAFTED_TASKS = sorted(spec.name for spec in TASKS.values() if spec.input_model in DRAFTERS)
