@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run demo-lab-alert test lint unit down status bench clean
+.PHONY: run demo-lab-alert demo-risk test lint unit down status bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "careflow needs Python 3.11 (set PYTHON=...)")'
@@ -29,6 +29,13 @@ demo-lab-alert: $(STAMP)
 	$(BIN)/careflow dev up
 	$(BIN)/careflow seed ehr --patients 20 --seed 7
 	$(BIN)/careflow demo lab-alert --seed 7 --patients 20
+
+# Readmission risk: trains a champion and a shadow challenger if there are none, discharges every
+# finished stay in the EHR, prints the worklist, the subgroup table and the nightly Schedule.
+demo-risk: $(STAMP)
+	$(BIN)/careflow dev up
+	$(BIN)/careflow seed ehr --patients 20 --seed 7
+	$(BIN)/careflow demo readmission
 
 down: $(STAMP)
 	$(BIN)/careflow dev down

@@ -27,6 +27,7 @@ from careflow.idempotency import STEP_SYSTEM, step_identifier, step_key
 from careflow.models.readmission import (
     DischargeRecord,
     ModelAlias,
+    Outcomes,
     Promotion,
     QualityReport,
     QualityRequest,
@@ -52,10 +53,10 @@ if TYPE_CHECKING:
 
 log = get_logger("careflow.readmission")
 
-INPATIENT = ("IMP", "ACUTE", "NONAC")
 # The EHR may learn of a discharge after the ADT message does: an unknown encounter is retried for this
 # long after the event, then the workflow ends as unknown-encounter.
 ENCOUNTER_GRACE = timedelta(hours=1)
+OUTCOME_WINDOW = timedelta(days=30)  # the outcome the model predicts: readmitted within 30 days
 RISK_ASSESSMENT_METHOD = "urn:careflow:readmission-30d"
 
 
@@ -77,6 +78,7 @@ class ReadmissionActivities:
             self.write,
             self.unscored,
             self.quality_check,
+            self.settle_outcomes,
             self.train,
             self.promote,
         ]
@@ -211,8 +213,7 @@ class ReadmissionActivities:
         discharged = sorted(
             str(e["id"])
             for e in found
-            if (e.get("class") or {}).get("code") in INPATIENT
-            and (end := fhir_features.stay_end(e)) is not None
+            if (end := fhir_features.stay_end(e)) is not None  # finished inpatient stays only
             and window.since <= end < window.until
         )
         done = await store.scored(self._pool, discharged)
@@ -262,6 +263,31 @@ class ReadmissionActivities:
                 scored=found.n,
             )
         return report
+
+    @activity.defn(name="readmission.settle_outcomes")
+    async def settle_outcomes(self, until: datetime) -> Outcomes:
+        """The 30-day outcome of scored discharges more than 30 days before `until` (another inpatient
+        stay in the EHR within 30 days): what `careflow risk compare` measures the models against."""
+        wid = activity.info().workflow_id or ""
+        due = await store.unsettled(self._pool, until - OUTCOME_WINDOW)
+        by_patient: dict[str, list[tuple[str, datetime]]] = {}
+        for encounter_id, patient_id, discharged_at in due:
+            by_patient.setdefault(patient_id, []).append((encounter_id, discharged_at))
+        settled = readmitted = 0
+        try:
+            for patient_id, stays in by_patient.items():
+                first = min(at for _, at in stays)
+                encounters = await self._fhir.search(
+                    "Encounter", {"patient": patient_id, "date": f"ge{first.date()}"}, workflow_id=wid
+                )
+                for encounter_id, discharged_at in stays:
+                    outcome = fhir_features.readmitted_within(encounter_id, discharged_at, encounters)
+                    await store.record_outcome(self._pool, encounter_id, outcome)
+                    settled += 1
+                    readmitted += outcome
+        except FhirError as exc:
+            raise application_error(exc) from None
+        return Outcomes(settled=settled, readmitted=readmitted)
 
     # -- training ---------------------------------------------------------------------------------
     @activity.defn(name="readmission.train")

@@ -37,6 +37,7 @@ from starters.clients import lab_alert as lab_alert_client
 from starters.clients import readmission as readmission_client
 from starters.demos import lab_alert as lab_alert_demo
 from starters.demos import prior_auth as prior_auth_demo
+from starters.demos import readmission as readmission_demo
 from workers.pipeline import Pipeline, ProcessClients
 from workflows import search_attributes as sa
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
@@ -125,6 +126,7 @@ READMISSION = Pipeline(
     commands=[risk_cli.risk_app],
     routers=[discharges_api.router],
     hl7={"ADT^A03": readmission_client.adt_route},
+    demo=readmission_demo.readmission,
 )
 
 PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE, READMISSION)

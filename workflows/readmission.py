@@ -6,7 +6,8 @@
   RiskAssessment, care-coordination Task, worklist row.  Ends scored, or with a named outcome.
 - `ReadmissionNightlyWorkflow`, started by the `readmission-nightly` Schedule: scores every discharge of
   the scheduled window that has none yet, in batches of child workflows, then checks the night's score
-  distribution against the champion's training baseline (PSI).
+  distribution against the champion's training baseline (PSI), and records the 30-day outcome of the
+  discharges scored a month before (what `careflow risk compare` judges the models by).
 - `ReadmissionTrainingWorkflow`: trains, evaluates and registers a model version (heartbeating), then
   points an alias at it; a flagged subgroup holds champion until a reviewer approves (update).
 """
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ModelAlias,
         ModelScore,
         NightlyInput,
+        NightlyResume,
         NightlySummary,
         Promotion,
         QualityRequest,
@@ -195,17 +197,26 @@ class ReadmissionNightlyWorkflow:
     @workflow.run
     async def run(self, inp: NightlyInput) -> NightlySummary:
         wid = workflow.info().workflow_id
-        # The window ends at the time the Schedule meant this run for: a caught-up run covers its own night.
-        scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
-        until: datetime = scheduled or workflow.now()
-        window = Window(since=until - timedelta(hours=inp.window_hours), until=until)
-        found = await _step(retry_rules.RISK_SWEEP, ReadmissionActivities.unscored, window)
-        summary = NightlySummary(
-            window=window, discharged=found.discharged, already_scored=found.already_scored
-        )
+        if inp.resume is not None:  # a large night, continued as new: same window, the rest of its list
+            summary, ids = inp.resume.summary, inp.resume.remaining
+            summary.runs += 1
+        else:
+            # The window ends at the time the Schedule meant this run for: a caught-up run covers its own
+            # night.
+            scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
+            until: datetime = scheduled or workflow.now()
+            window = Window(since=until - timedelta(hours=inp.window_hours), until=until)
+            found = await _step(retry_rules.RISK_SWEEP, ReadmissionActivities.unscored, window)
+            summary = NightlySummary(
+                window=window, discharged=found.discharged, already_scored=found.already_scored
+            )
+            ids = found.encounter_ids
         self._summary = summary
-        ids = found.encounter_ids
+        window = summary.window
         for first in range(0, len(ids), inp.batch_size):
+            if first >= inp.children_per_run:
+                rest = NightlyResume(summary=summary, remaining=ids[first:])
+                workflow.continue_as_new(inp.model_copy(update={"resume": rest}))
             runs = []
             for encounter_id in ids[first : first + inp.batch_size]:
                 try:
@@ -238,11 +249,14 @@ class ReadmissionNightlyWorkflow:
             summary.quality = await _step(
                 retry_rules.RISK_SWEEP,
                 ReadmissionActivities.quality_check,
-                QualityRequest(window=window, discharged=found.discharged, workflow_id=wid),
+                QualityRequest(window=window, discharged=summary.discharged, workflow_id=wid),
             )
         except ActivityError as err:
             if _failure_type(err) != "NoChampion":
                 raise
+        summary.outcomes = await _step(
+            retry_rules.RISK_SWEEP, ReadmissionActivities.settle_outcomes, window.until
+        )
         return summary
 
     @workflow.query(name="summary")

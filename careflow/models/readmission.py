@@ -206,13 +206,6 @@ class TrainingStatus(BaseModel):
 
 
 # -- nightly --------------------------------------------------------------------------------------
-class NightlyInput(BaseModel):
-    window_hours: int = Field(24, ge=1, le=24 * 14)
-    batch_size: int = Field(50, ge=1, le=500)
-    tenant_id: str = "default"
-    search_attributes: bool = True
-
-
 class Window(BaseModel):
     since: datetime
     until: datetime
@@ -239,6 +232,11 @@ class QualityReport(BaseModel):
     shifted: bool
 
 
+class Outcomes(BaseModel):
+    settled: int  # discharges whose 30-day outcome was recorded this run
+    readmitted: int
+
+
 class NightlySummary(BaseModel):
     window: Window
     discharged: int = 0
@@ -247,3 +245,23 @@ class NightlySummary(BaseModel):
     scored: int = 0  # of those started, ended with a score
     not_scored: int = 0  # ended without one (not a discharge, no model) or failed
     quality: QualityReport | None = None
+    outcomes: Outcomes | None = None  # 30-day outcomes recorded for discharges a month back
+    runs: int = 1  # Temporal runs of this nightly (it continues as new every CHILDREN_PER_RUN children)
+
+
+class NightlyResume(BaseModel):
+    """Carried into the next run when a large night continues as new: its totals and what is left."""
+
+    summary: NightlySummary
+    remaining: list[str]
+
+
+class NightlyInput(BaseModel):
+    window_hours: int = Field(24, ge=1, le=24 * 14)
+    batch_size: int = Field(50, ge=1, le=500)
+    tenant_id: str = "default"
+    search_attributes: bool = True
+    # Children per Temporal run: a 3,000-discharge backfill in one run is ~21,000 history events
+    # (Temporal warns at 10,000); past this many the night continues as new with the rest.
+    children_per_run: int = Field(1000, ge=1, le=2000)
+    resume: NightlyResume | None = None

@@ -16,6 +16,7 @@ from careflow.readmission.features import DischargeFeatures, Disposition
 
 Resource = dict[str, Any]
 LABS = {"hemoglobin": "718-7", "sodium": "2951-2", "creatinine": "2160-0"}
+INPATIENT = ("IMP", "ACUTE", "NONAC")
 EMERGENT_SOURCES = {"emd"}  # admit-source: from the emergency department
 EMERGENT_PRIORITY = {"EM", "UR"}  # v3 ActPriority: emergency, urgent
 
@@ -42,7 +43,7 @@ def stay(encounter: Resource) -> tuple[datetime, datetime]:
     """Admission and discharge times of a finished inpatient Encounter."""
     period = encounter.get("period") or {}
     start, end = _when(period.get("start")), _when(period.get("end"))
-    inpatient = (encounter.get("class") or {}).get("code") in ("IMP", "ACUTE", "NONAC")
+    inpatient = (encounter.get("class") or {}).get("code") in INPATIENT
     if encounter.get("status") != "finished" or not inpatient or start is None or end is None:
         raise NotADischarge("the Encounter is not a finished inpatient stay with start and end")
     return start, end
@@ -54,6 +55,20 @@ def stay_end(encounter: Resource) -> datetime | None:
         return stay(encounter)[1]
     except NotADischarge:
         return None
+
+
+def readmitted_within(
+    encounter_id: str, discharged_at: datetime, encounters: Sequence[Resource], days: int = 30
+) -> bool:
+    """The outcome the model predicts: another inpatient stay of the patient starting within `days`
+    of this discharge."""
+    until = discharged_at + timedelta(days=days)
+    for e in encounters:
+        start = _when(_field(e, "period.start"))
+        inpatient = (e.get("class") or {}).get("code") in INPATIENT
+        if e.get("id") != encounter_id and inpatient and start is not None and discharged_at < start <= until:
+            return True
+    return False
 
 
 def _age(birth: str | None, at: datetime) -> float:
@@ -134,7 +149,7 @@ def discharge_features(
         charlson=charlson.index(diagnoses),
         los_days=float((end.date() - start.date()).days),
         emergent=emergent,
-        admissions_12m=_visits(others, {"IMP", "ACUTE", "NONAC"}, start - timedelta(days=365), start),
+        admissions_12m=_visits(others, set(INPATIENT), start - timedelta(days=365), start),
         ed_visits_6m=_visits(others, {"EMER"}, start - timedelta(days=183), start),
         disposition=Disposition.of(next(iter(_codes(hospitalization.get("dischargeDisposition"))), None)),
         hemoglobin=_last_lab(observations, LABS["hemoglobin"], start, end),

@@ -165,6 +165,20 @@ async def latest(pool: asyncpg.Pool, limit: int = 1000) -> list[ScoreRow]:
     return [_row(r) for r in rows]
 
 
+async def unsettled(
+    pool: asyncpg.Pool, before: datetime, limit: int = 500
+) -> list[tuple[str, str, datetime]]:
+    """(encounter, patient, discharged at) of scored discharges before `before` without an outcome."""
+    rows = await pool.fetch(
+        """SELECT DISTINCT encounter_id, patient_id, discharged_at FROM readmission_scores
+           WHERE role = 'champion' AND readmitted IS NULL AND discharged_at < $1
+           ORDER BY discharged_at LIMIT $2""",
+        before,
+        limit,
+    )
+    return [(r["encounter_id"], r["patient_id"], r["discharged_at"]) for r in rows]
+
+
 async def record_outcome(pool: asyncpg.Pool, encounter_id: str, readmitted: bool) -> int:
     """The 30-day outcome of a discharge, once known (compare's AUROC and calibration use it)."""
     status = await pool.execute(

@@ -14,8 +14,9 @@ Output rules (ids, URLs and commands are pasted into other commands, the Web UI,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import IO, Any
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import IO, TYPE_CHECKING, Any
 
 import asyncpg
 from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderResult
@@ -26,6 +27,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from careflow.config import Settings, load_settings
 from careflow.security.logging import configure_logging
+
+if TYPE_CHECKING:
+    from careflow.fhir.client import FhirClient
 
 STACK_HINT = "is the stack up? `careflow dev up`, then `careflow dev status`"
 UNBOUNDED = 10_000  # a console's width without a terminal: tables size to their content
@@ -127,6 +131,26 @@ async def cli_pool(settings: Settings, **overrides: Any) -> asyncpg.Pool:
         return await create_pool(settings.model_copy(update=overrides) if overrides else settings)
     except (OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidCatalogNameError) as exc:
         raise CliError(f"cannot reach Postgres ({exc}): {STACK_HINT}") from None
+
+
+@asynccontextmanager
+async def cli_fhir(settings: Settings, actor: str) -> AsyncIterator[FhirClient]:
+    """The EHR at `settings.fhir_base_url`, audited into careflow's trail as `actor` (its own pool)."""
+    from careflow.audit.trail import PostgresAuditTrail
+    from careflow.fhir.auth import token_provider
+    from careflow.fhir.client import FhirClient
+
+    pool = await cli_pool(settings)
+    try:
+        async with FhirClient(
+            settings.fhir_base_url,
+            audit=PostgresAuditTrail(pool),
+            actor=actor,
+            token=token_provider(settings),
+        ) as fhir:
+            yield fhir
+    finally:
+        await pool.close()
 
 
 async def find_workflow(

@@ -1,6 +1,6 @@
 """`careflow risk ...`: readmission risk scoring (seed P11, P12).
 
-train (with a progress bar) | approve | models | schedule | discharge | list | show
+train (with a progress bar) | approve | models | schedule | discharge | list | show | compare
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from careflow.models.readmission import (
 from careflow.models.readmission import (
     workflow_id as discharge_workflow_id,
 )
-from careflow.readmission import store
+from careflow.readmission import compare, store
 from careflow.readmission.registry import open_registry
 from starters.cli.common import CliError, IdTable, cli_connect, cli_pool, cli_settings, make_console
 from starters.clients import readmission as client_of
@@ -317,4 +317,55 @@ def show(encounter_id: Annotated[str, typer.Argument(help="The discharge's Encou
         if r.risk_assessment_id:
             console.print(
                 f"  RiskAssessment/{r.risk_assessment_id}" + (f", Task/{r.task_id}" if r.task_id else "")
+            )
+
+
+def _figure(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+@risk_app.command("compare")
+def compare_models(
+    latest: Annotated[int, typer.Option(help="Scores to compare (both roles), newest first.")] = 2000,
+) -> None:
+    """Champion vs shadow challenger on the latest discharges: agreement, and AUROC, Brier and calibration
+    where the 30-day outcome is known (the nightly run records it a month after discharge)."""
+    settings = cli_settings()
+
+    async def run() -> list[store.ScoreRow]:
+        pool = await cli_pool(settings)
+        try:
+            return await store.latest(pool, latest)
+        finally:
+            await pool.close()
+
+    groups = compare.pairs(asyncio.run(run()))
+    if not groups:
+        raise CliError(
+            "no discharge scored by both a champion and a challenger yet: "
+            "`careflow risk train --as challenger`, then discharges (or `make demo-risk`)"
+        )
+    for versions, scored in groups.items():
+        c = compare.compare(versions, scored)
+        console.print(
+            f"[bold]champion v{versions[0]} vs challenger v{versions[1]}[/]: {c.discharges} discharges "
+            f"scored by both, {c.with_outcome} with a known 30-day outcome ({c.readmitted} readmitted)"
+        )
+        console.print(
+            f"  agreement: same tier {c.tier_agreement:.0%}, both high where either is "
+            f"{_figure(c.high_agreement, '.0%')}, rank correlation {_figure(c.rank_correlation)}, "
+            f"mean |difference| {c.mean_abs_difference:.3f}"
+        )
+        table = IdTable(
+            "", "version", "mean score", "high tier", "AUROC", "Brier", "calibration (predicted->seen)"
+        )
+        for role, side in (("champion", c.champion), ("challenger", c.challenger)):
+            cal = "  ".join(f"{p:.2f}->{o:.2f}" for p, o, _ in side.calibration) or "-"
+            table.add_row(role, side.version, f"{side.mean_probability:.3f}", f"{side.high_share:.0%}",
+                          _figure(side.auroc), _figure(side.brier, ".4f"), cal)  # fmt: skip
+        console.print(table)
+        if c.champion.auroc is None:
+            console.print(
+                f"  AUROC needs {compare.MIN_FOR_AUROC}+ known outcomes with both classes; outcomes are "
+                "settled by the nightly run 30 days after discharge"
             )

@@ -30,14 +30,11 @@ from rich.table import Table
 from temporalio.client import Client
 
 from careflow import task_queues
-from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings, load_settings
 from careflow.fhir import codes
-from careflow.fhir.auth import token_provider
-from careflow.fhir.client import FhirClient
 from careflow.models.prior_auth import PriorAuthStatus, ReviewActionName, workflow_id
 from careflow.security.logging import configure_logging
-from starters.cli.common import CliError, IdTable, cli_connect, cli_pool
+from starters.cli.common import CliError, IdTable, cli_connect, cli_fhir
 from starters.cli.pa import batch, console, payer_cell, review, status_table
 from starters.clients.prior_auth import PaOrder, status_of, synthetic_orders, wait_stage
 
@@ -68,17 +65,8 @@ async def seed_knowledge_base(
 
 async def pa_reviewers(settings: Settings) -> list[str]:
     """Practitioner references of the PA staff (role pa-staff) in the EHR, for the demo's reviews."""
-    pool = await cli_pool(settings)
-    try:
-        async with FhirClient(
-            settings.fhir_base_url,
-            audit=PostgresAuditTrail(pool),
-            actor=DEMO_ACTOR,
-            token=token_provider(settings),
-        ) as fhir:
-            roles = await fhir.search("PractitionerRole", {"code": f"{codes.ROLE_SYSTEM}|pa-staff"})
-    finally:
-        await pool.close()
+    async with cli_fhir(settings, DEMO_ACTOR) as fhir:
+        roles = await fhir.search("PractitionerRole", {"code": f"{codes.ROLE_SYSTEM}|pa-staff"})
     active = (r for r in roles if r.get("active", True))
     refs = sorted({(r.get("practitioner") or {}).get("reference", "") for r in active} - {""})
     if not refs:

@@ -9,7 +9,7 @@ import pytest
 from careflow.fhir.synthetic import patient_bundle
 from careflow.readmission import charlson
 from careflow.readmission.features import Disposition
-from careflow.readmission.fhir_features import NotADischarge, discharge_features, stay
+from careflow.readmission.fhir_features import NotADischarge, discharge_features, readmitted_within, stay
 
 AS_OF = date(2026, 11, 27)
 
@@ -114,3 +114,15 @@ def test_an_encounter_that_is_not_a_discharge_is_refused() -> None:
     ongoing = dict(next(e for e in r["Encounter"] if e["class"]["code"] == "IMP"), status="in-progress")
     with pytest.raises(NotADischarge):
         discharge_features(ongoing, r["Patient"][0], [], [], [], [])
+
+
+def test_readmitted_means_another_inpatient_stay_within_30_days() -> None:
+    def enc(eid: str, klass: str, start: str) -> dict[str, object]:
+        return {"id": eid, "class": {"code": klass}, "period": {"start": start}}
+
+    out = datetime.fromisoformat("2026-10-01T12:00:00+00:00")
+    stays = [enc("index", "IMP", "2026-09-25T08:00:00Z"), enc("clinic", "AMB", "2026-10-05T09:00:00Z")]
+    assert not readmitted_within("index", out, stays)  # itself and a clinic visit do not count
+    assert readmitted_within("index", out, [*stays, enc("back", "IMP", "2026-10-31T12:00:00Z")])
+    assert not readmitted_within("index", out, [*stays, enc("late", "IMP", "2026-10-31T12:00:01Z")])
+    assert not readmitted_within("index", out, [*stays, enc("before", "IMP", "2026-09-01T00:00:00Z")])

@@ -17,8 +17,10 @@ from decimal import Decimal
 import httpx
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+from activities.readmission import ReadmissionActivities
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.db.pool import create_pool
@@ -255,3 +257,30 @@ async def test_fhir_discharge_events_score_every_stay_and_the_high_tier_gets_nar
         # the narrative cites the model's own top factors, nothing else
         assert r.narrative_engine.startswith("offline")
         assert "[factor:1]" in r.narrative and r.factors[0]["label"] in r.narrative
+
+
+async def test_the_30_day_outcome_is_settled_from_the_ehr(
+    ehr: Ehr, model_registry: ModelRegistry, worker: None
+) -> None:
+    """After the discharges above were scored: a stay followed by another admission within 30 days is
+    readmitted, the other month-old stays are not, recent ones wait for their 30 days."""
+    now = datetime.now(UTC)
+    pool = await create_pool(Settings())
+    try:
+        rows = {r.encounter_id: r for e in ehr.encounters for r in await store.of_encounter(pool, e)
+                if r.role == "champion"}  # fmt: skip
+        old = sorted((r for r in rows.values() if r.discharged_at < now - timedelta(days=31)),
+                     key=lambda r: r.discharged_at)  # fmt: skip
+        assert len(old) >= 2, "the seeded EHR should hold month-old stays"
+        back = old[0]
+        async with FhirClient(ehr.base, audit=PostgresAuditTrail(pool), actor="test-loader") as fhir:
+            await fhir.create(visit(back.patient_id, "IMP", back.discharged_at + timedelta(days=12), 48))
+            acts = ReadmissionActivities(fhir, pool, lambda: model_registry, "tests")
+            outcomes = await ActivityEnvironment().run(acts.settle_outcomes, now)
+        settled = {e: r.readmitted for e in rows for r in await store.of_encounter(pool, e)}
+    finally:
+        await pool.close()
+    assert outcomes.settled >= len(old) and outcomes.readmitted >= 1
+    assert settled[back.encounter_id] is True
+    assert all(settled[r.encounter_id] is False for r in old[1:] if r.patient_id != back.patient_id)
+    assert all(settled[e] is None for e, r in rows.items() if r.discharged_at > now - timedelta(days=29))

@@ -41,6 +41,7 @@ from careflow.models.readmission import (
     DischargeSource,
     ModelAlias,
     ModelScore,
+    Outcomes,
     QualityReport,
     QualityRequest,
     RiskTier,
@@ -186,6 +187,11 @@ async def quality_check(req: QualityRequest) -> QualityReport:
     )
 
 
+@activity.defn(name="readmission.settle_outcomes")
+async def settle_outcomes(until: datetime) -> Outcomes:
+    return Outcomes(settled=0, readmitted=0)
+
+
 async def exists(handle: WorkflowHandle) -> bool:
     try:
         await handle.describe()
@@ -213,7 +219,7 @@ async def test_the_nightly_schedule_skips_overlaps_and_a_caught_up_run_covers_it
             client,
             task_queue=task_queue,
             workflows=[ReadmissionNightlyWorkflow, ReadmissionRiskWorkflow],
-            activities=[unscored, quality_check],
+            activities=[unscored, quality_check, settle_outcomes],
             workflow_runner=sandbox_runner(),
         ):
             await handle.backfill(

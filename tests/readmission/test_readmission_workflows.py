@@ -15,12 +15,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -36,6 +36,7 @@ from careflow.models.readmission import (
     ModelAlias,
     ModelScore,
     NightlyInput,
+    Outcomes,
     Promotion,
     QualityReport,
     QualityRequest,
@@ -163,6 +164,11 @@ async def quality_check(req: QualityRequest) -> QualityReport:
     )  # fmt: skip
 
 
+@activity.defn(name="readmission.settle_outcomes")
+async def settle_outcomes(until: datetime) -> Outcomes:
+    return Outcomes(settled=2, readmitted=1)
+
+
 @activity.defn(name="readmission.train")
 async def train(inp: TrainingInput) -> TrainedVersion:
     if inp.seed in slow:
@@ -184,13 +190,16 @@ async def promote(p: Promotion) -> str:
     return p.alias.value
 
 
+FAKES = [read_discharge, score, write, unscored, quality_check, settle_outcomes, train, promote]
+
+
 @pytest.fixture
 async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncIterator[WorkflowEnvironment]:
     async with Worker(
         time_skipping.client,
         task_queue=task_queue,
         workflows=[ReadmissionRiskWorkflow, ReadmissionNightlyWorkflow, ReadmissionTrainingWorkflow],
-        activities=[read_discharge, score, draft, write, unscored, quality_check, train, promote],
+        activities=[draft, *FAKES],
         workflow_runner=sandbox_runner(),
     ):
         yield time_skipping
@@ -367,6 +376,7 @@ async def test_nightly_scores_in_batches_attaches_to_running_ones_and_reports_qu
     checked = quality[nightly_id]
     assert checked.window.until - checked.window.since == timedelta(hours=24)
     assert abs(checked.window.until - await env.get_current_time()) < timedelta(minutes=5)
+    assert summary.outcomes == Outcomes(settled=2, readmitted=1)
     assert await handle.query(ReadmissionNightlyWorkflow.summary) == summary
     held[busy].set()
     assert (await running.result()).source is DischargeSource.ADT
@@ -380,5 +390,24 @@ def test_the_fakes_speak_the_real_activities_names() -> None:
         activity._Definition.must_from_callable(a).name
         for a in ReadmissionActivities.__new__(ReadmissionActivities).all()
     }
-    fakes = {read_discharge, score, write, unscored, quality_check, train, promote}
-    assert {activity._Definition.must_from_callable(f).name for f in fakes} == real
+    assert {activity._Definition.must_from_callable(f).name for f in FAKES} == real
+
+
+async def test_a_large_night_continues_as_new_and_sums_its_runs(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fresh = [encounter("low") for _ in range(5)]
+    nightly_id = f"readmission-nightly-test-{uuid.uuid4().hex[:8]}"
+    sweeps[nightly_id] = Unscored(discharged=5, already_scored=0, encounter_ids=fresh)
+    handle = await env.client.start_workflow(
+        ReadmissionNightlyWorkflow.run,
+        NightlyInput(batch_size=1, children_per_run=2, search_attributes=False),
+        id=nightly_id,
+        task_queue=task_queue,
+    )
+    summary = await handle.result()  # follows the continued runs to the last
+    assert summary.runs == 3 and (summary.started, summary.scored, summary.discharged) == (5, 5, 5)
+    assert summary.quality is not None and summary.outcomes is not None  # once, by the last run
+    first = await env.client.get_workflow_handle(nightly_id, run_id=handle.first_execution_run_id).describe()
+    assert first.status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+    await record(env, handle, "ReadmissionNightlyWorkflow-continued")
