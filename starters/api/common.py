@@ -28,7 +28,7 @@ from careflow.llm.errors import (
     UnknownTeam,
 )
 from careflow.llm.gateway import Gateway
-from careflow.llm.teams import Team, team_from_token
+from careflow.llm.teams import Team, TeamStore, team_from_token
 from careflow.llm.types import ProviderError
 from careflow.security.temporal import connect
 from careflow.validation import error_fields
@@ -132,6 +132,19 @@ async def body_of(request: Request, model: type[Body]) -> Body:
     except (ValidationError, ValueError) as exc:
         where = error_fields(exc) if isinstance(exc, ValidationError) else "body must be JSON"
         raise ApiError.invalid(where) from None
+
+
+async def chart_reader_tenant(request: Request, team_id: str, asked: str | None, reads: str) -> str:
+    """For work that reads a patient's chart: the team's tenant (`granted_tenant`, to start work), and
+    403 unless the team is permitted PHI; `reads` says what reads the chart ("a prior auth")."""
+    try:
+        team = await TeamStore(request.app.state.pool).get(team_id)
+    except GatewayError as exc:
+        raise refusal(exc) from None
+    tenant_id = granted_tenant(team, asked, "start work")
+    if not team.phi_permitted:
+        raise ApiError.forbidden(f"team {team_id!r} is not permitted PHI; {reads} reads the chart")
+    return tenant_id
 
 
 def granted_tenant(team: Team, asked: str | None, doing: str) -> str:

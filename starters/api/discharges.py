@@ -17,11 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from careflow import task_queues
-from careflow.llm.errors import GatewayError
-from careflow.llm.teams import TENANT_PATTERN, TeamStore
+from careflow.llm.teams import TENANT_PATTERN
 from careflow.models.readmission import DischargeSource
 from careflow.security.logging import get_logger
-from starters.api.common import ApiError, TeamId, body_of, granted_tenant, refusal, temporal_of
+from starters.api.common import ApiError, TeamId, body_of, chart_reader_tenant, temporal_of
 from starters.clients.readmission import start_discharge
 
 router = APIRouter()
@@ -67,13 +66,7 @@ class DischargeEvent(BaseModel):
 async def discharge_event(request: Request, team_id: TeamId) -> Response:
     event = await body_of(request, DischargeEvent)
     event.encounter()  # the body's own faults before the caller's permissions
-    try:
-        team = await TeamStore(request.app.state.pool).get(team_id)
-    except GatewayError as exc:
-        raise refusal(exc) from None
-    tenant_id = granted_tenant(team, event.tenant_id, "start work")
-    if not team.phi_permitted:
-        raise ApiError.forbidden(f"team {team_id!r} is not permitted PHI; a risk score reads the chart")
+    tenant_id = await chart_reader_tenant(request, team_id, event.tenant_id, "a risk score")
     queue = getattr(request.app.state, "discharges_task_queue", task_queues.MAIN)
     started = await start_discharge(
         await temporal_of(request),

@@ -15,11 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from careflow import task_queues
-from careflow.llm.errors import GatewayError
-from careflow.llm.teams import TENANT_PATTERN, TeamStore
+from careflow.llm.teams import TENANT_PATTERN
 from careflow.models.prior_auth import Priority
 from careflow.security.logging import get_logger
-from starters.api.common import ApiError, TeamId, body_of, granted_tenant, refusal, temporal_of
+from starters.api.common import TeamId, body_of, chart_reader_tenant, temporal_of
 from starters.clients.prior_auth import ORDER_ID_RE, start_prior_auth
 
 router = APIRouter()
@@ -36,15 +35,9 @@ class OrderEvent(BaseModel):
 @router.post("/v1/events/orders")
 async def order_event(request: Request, team_id: TeamId) -> Response:
     event = await body_of(request, OrderEvent)
-    try:
-        team = await TeamStore(request.app.state.pool).get(team_id)
-    except GatewayError as exc:
-        raise refusal(exc) from None
     # A prior auth reads the patient's chart and drafts from it: the team needs the tenant's grant
     # and the PHI permission, as a knowledge-base query needs the grant.
-    tenant_id = granted_tenant(team, event.tenant_id, "start work")
-    if not team.phi_permitted:
-        raise ApiError.forbidden(f"team {team_id!r} is not permitted PHI; a prior auth reads the chart")
+    tenant_id = await chart_reader_tenant(request, team_id, event.tenant_id, "a prior auth")
     queue = getattr(request.app.state, "orders_task_queue", task_queues.MAIN)
     started = await start_prior_auth(
         await temporal_of(request),
