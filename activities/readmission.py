@@ -20,10 +20,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fhir import application_error
-from careflow.fhir import codes as c
 from careflow.fhir.client import FhirClient
 from careflow.fhir.errors import FhirError, FhirNotFound
-from careflow.idempotency import STEP_SYSTEM, step_identifier, step_key
+from careflow.idempotency import step_identifier, step_key
 from careflow.models.readmission import (
     DischargeRecord,
     ModelAlias,
@@ -46,6 +45,7 @@ from careflow.models.readmission import (
 from careflow.readmission import fhir_features, scoring, store
 from careflow.readmission.features import lace
 from careflow.readmission.registry import ModelRegistry, PromotionBlocked, RegistryError
+from careflow.readmission.resources import care_task, risk_assessment
 from careflow.security.logging import get_logger
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ log = get_logger("careflow.readmission")
 # long after the event, then the workflow ends as unknown-encounter.
 ENCOUNTER_GRACE = timedelta(hours=1)
 OUTCOME_WINDOW = timedelta(days=30)  # the outcome the model predicts: readmitted within 30 days
-RISK_ASSESSMENT_METHOD = "urn:careflow:readmission-30d"
 
 
 class ReadmissionActivities:
@@ -354,70 +353,3 @@ def trained_version(version: str, run: TrainingRun, had_champion: bool) -> Train
             for r in run.report.flagged
         ],
     )
-
-
-# -- FHIR resources -------------------------------------------------------------------------------
-def risk_assessment(req: WriteRequest) -> dict[str, Any]:
-    s = req.scores.champion
-    rec = req.record
-    return {
-        "resourceType": "RiskAssessment",
-        "identifier": [{"system": STEP_SYSTEM, "value": step_key(req.workflow_id, "risk-assessment")}],
-        "status": "final",
-        "method": {
-            "coding": [{"system": RISK_ASSESSMENT_METHOD, "code": "lightgbm", "version": s.version}],
-            "text": f"careflow 30-day readmission model, registry version {s.version}",
-        },
-        "code": {"coding": [{"system": c.SNOMED, "code": "713148004", "display": "Readmission risk"}]},
-        "subject": {"reference": f"Patient/{rec.patient_id}"},
-        "encounter": {"reference": f"Encounter/{rec.encounter_id}"},
-        "occurrenceDateTime": datetime.now(UTC).isoformat(),
-        "basis": [{"reference": ref} for ref in rec.basis],
-        "prediction": [
-            {
-                "outcome": {"text": "Readmission within 30 days of discharge"},
-                "probabilityDecimal": s.probability,
-                "qualitativeRisk": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/risk-probability",
-                            "code": _QUALITATIVE[s.tier],
-                        }
-                    ],
-                    "text": s.tier.value,
-                },
-                "whenPeriod": {
-                    "start": rec.discharged_at.isoformat(),
-                    "end": (rec.discharged_at + timedelta(days=30)).isoformat(),
-                },
-            }
-        ],
-        "note": [
-            {
-                "text": "Top factors (model contributions): "
-                + "; ".join(f"{f.label} ({f.contribution:+.2f})" for f in s.factors)
-            }
-        ]
-        + ([{"text": req.narrative}] if req.narrative else []),
-    }
-
-
-_QUALITATIVE = {RiskTier.LOW: "low", RiskTier.MODERATE: "moderate", RiskTier.HIGH: "high"}
-
-
-def care_task(req: WriteRequest, risk_assessment_id: str) -> dict[str, Any]:
-    s = req.scores.champion
-    return {
-        "resourceType": "Task",
-        "identifier": [{"system": STEP_SYSTEM, "value": step_key(req.workflow_id, "care-coordination-task")}],
-        "status": "requested",
-        "intent": "order",
-        "priority": "urgent",
-        "code": {"text": "Care coordination: high 30-day readmission risk"},
-        "for": {"reference": f"Patient/{req.record.patient_id}"},
-        "encounter": {"reference": f"Encounter/{req.record.encounter_id}"},
-        "focus": {"reference": f"RiskAssessment/{risk_assessment_id}"},
-        "authoredOn": datetime.now(UTC).isoformat(),
-        "description": req.narrative or f"Readmission risk {s.probability:.2f} (top 30 %)",
-        "restriction": {"period": {"end": (req.record.discharged_at + timedelta(days=2)).isoformat()}},
-    }

@@ -14,11 +14,10 @@ careflow.prior_auth's pure functions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities, RecordAuditInput
@@ -57,18 +56,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows import retry_rules
     from workflows import search_attributes as sa
 
-A = TypeVar("A")
-R = TypeVar("R")
-
-
-def _failure_type(exc: ActivityError) -> str | None:
-    return exc.cause.type if isinstance(exc.cause, ApplicationError) else None
-
-
-async def _step(step: retry_rules.Step, activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
-    """One activity call, with the step's timeouts and retry policy (workflows/retry_rules.py)."""
-    return await workflow.execute_activity_method(activity, arg, **step.options())
-
 
 @workflow.defn(name="PriorAuthWorkflow")
 class PriorAuthWorkflow:
@@ -91,11 +78,11 @@ class PriorAuthWorkflow:
         self._visibility(Stage.RECEIVED)
 
         try:
-            order = self._order = await _step(
+            order = self._order = await retry_rules.execute(
                 retry_rules.PA_INTAKE, PriorAuthActivities.find_order, inp.order_id
             )
         except ActivityError as exc:
-            if _failure_type(exc) not in ("OrderNotFound", "OrderNotCoded"):
+            if retry_rules.failure_type(exc) not in ("OrderNotFound", "OrderNotCoded"):
                 raise
             s.missing_information = [missing.ORDER_NOT_FOUND]
             self._visibility(Stage.ORDER_NOT_FOUND)
@@ -151,7 +138,9 @@ class PriorAuthWorkflow:
         async def read(rtype: str) -> ContextPart | None:
             req = ContextRequest(patient_ref=order.patient_ref, resource_type=rtype)
             try:
-                return await _step(retry_rules.PA_CONTEXT_READ, PriorAuthActivities.read_context, req)
+                return await retry_rules.execute(
+                    retry_rules.PA_CONTEXT_READ, PriorAuthActivities.read_context, req
+                )
             except ActivityError:
                 return None
 
@@ -169,7 +158,9 @@ class PriorAuthWorkflow:
     async def _retrieve(self, order: OrderInfo) -> ClinicalEvidence:
         req = criteria.evidence_request(self._inp.tenant_id, order)
         try:
-            return await _step(retry_rules.PA_EVIDENCE, PriorAuthActivities.retrieve_evidence, req)
+            return await retry_rules.execute(
+                retry_rules.PA_EVIDENCE, PriorAuthActivities.retrieve_evidence, req
+            )
         except ActivityError:
             return ClinicalEvidence(missing_information=[missing.KB_UNAVAILABLE])
 
@@ -187,7 +178,7 @@ class PriorAuthWorkflow:
             patient_id=order.patient_ref.removeprefix("Patient/") or None,
         )
         try:
-            out = await _step(retry_rules.PA_DRAFT, LlmActivities.draft, req)
+            out = await retry_rules.execute(retry_rules.PA_DRAFT, LlmActivities.draft, req)
         except ActivityError:
             draft = letters.template_draft(order, context, evidence.criteria, found, revision)
         else:
@@ -203,7 +194,7 @@ class PriorAuthWorkflow:
                        document_id: str | None) -> ReviewRecords:  # fmt: skip
         req = PublishDraftRequest(order=order, draft=draft, assignee=assignee, priority=self._inp.priority,
                                   document_reference_id=document_id)  # fmt: skip
-        records = await _step(retry_rules.PA_WRITE, PriorAuthActivities.publish_draft, req)
+        records = await retry_rules.execute(retry_rules.PA_WRITE, PriorAuthActivities.publish_draft, req)
         self._status.document_reference_id = records.document_reference_id
         self._status.task_id = records.task_id
         return records
@@ -213,7 +204,7 @@ class PriorAuthWorkflow:
     ) -> None:
         assert self._order is not None
         req = letters.notification(step, kind, to, task_id, self._order, draft)
-        await _step(retry_rules.PA_NOTIFY, PriorAuthActivities.notify, req)
+        await retry_rules.execute(retry_rules.PA_NOTIFY, PriorAuthActivities.notify, req)
 
     async def _review_loop(self, order: OrderInfo, context: list[ContextPart], evidence: ClinicalEvidence,
                            draft: Draft, assignee: RosterMember | None, records: ReviewRecords,
@@ -260,14 +251,14 @@ class PriorAuthWorkflow:
     async def _escalate(self, order: OrderInfo, records: ReviewRecords, draft: Draft) -> None:
         supervisor = pa_review.supervisor(self._desk.roster)
         req = EscalationRequest(order=order, review_task_id=records.task_id, supervisor=supervisor)
-        task_id = await _step(retry_rules.PA_WRITE, PriorAuthActivities.escalate, req)
+        task_id = await retry_rules.execute(retry_rules.PA_WRITE, PriorAuthActivities.escalate, req)
         self._status.escalation_task_id = task_id
         await self._notify("escalation", "pa-escalation", supervisor, task_id, draft)
 
     async def _close(self, outcome: Literal["approved", "rejected", "expired"], records: ReviewRecords,
                      decision: ReviewDecision | None, final_letter: str | None = None) -> None:  # fmt: skip
         req = pa_review.close_request(outcome, self._status, records, decision, final_letter)
-        await _step(retry_rules.PA_WRITE, PriorAuthActivities.close_review, req)
+        await retry_rules.execute(retry_rules.PA_WRITE, PriorAuthActivities.close_review, req)
 
     async def _submit(self, order: OrderInfo, approval: ReviewDecision, payer_ref: str | None,
                       records: ReviewRecords, letter: str, draft: Draft) -> PayerOutcome | None:  # fmt: skip
@@ -277,10 +268,13 @@ class PriorAuthWorkflow:
         self._visibility(Stage.SUBMITTING)
         req = pa_review.submission(approval, order, self._inp.priority, payer_ref, s, records, letter, draft)
         try:
-            outcome = await _step(retry_rules.PA_STEP, PriorAuthActivities.submit_to_payer, req)
+            outcome = await retry_rules.execute(retry_rules.PA_STEP, PriorAuthActivities.submit_to_payer, req)
         except ActivityError as exc:
             # Only non-retryable refusals end here (a bundle the payer rejects, a claim without coverage).
-            s.missing_information = [*s.missing_information, missing.submission_refused(_failure_type(exc))]
+            s.missing_information = [
+                *s.missing_information,
+                missing.submission_refused(retry_rules.failure_type(exc)),
+            ]
             self._visibility(Stage.SUBMISSION_FAILED)
             return None
         s.submitted_at = workflow.now()
@@ -289,7 +283,9 @@ class PriorAuthWorkflow:
             self._visibility(Stage.PENDED)
             await workflow.sleep(deadlines.PAYER_FOLLOW_UP)
             inquiry = PayerInquiry(claim_response_id=outcome.claim_response_id, order_id=order.order_id)
-            outcome = await _step(retry_rules.PA_STEP, PriorAuthActivities.inquire_payer, inquiry)
+            outcome = await retry_rules.execute(
+                retry_rules.PA_STEP, PriorAuthActivities.inquire_payer, inquiry
+            )
             s.payer_outcome = outcome
         self._visibility(visibility.payer_stage(outcome))
         return outcome
@@ -299,7 +295,7 @@ class PriorAuthWorkflow:
         wid, inp = workflow.info().workflow_id, self._inp
         record = metrics.metrics_record(wid, inp.tenant_id, order, self._status, inp.priority, draft,
                                         final_letter, outcome)  # fmt: skip
-        await _step(retry_rules.PA_NOTIFY, PriorAuthActivities.record_metrics, record)
+        await retry_rules.execute(retry_rules.PA_NOTIFY, PriorAuthActivities.record_metrics, record)
 
     def _finish(self, order: OrderInfo) -> PriorAuthOutput:
         return PriorAuthOutput(order_id=order.order_id, status=self._status)
@@ -347,7 +343,9 @@ class PriorAuthWorkflow:
             await self._audit(event, f"ignored-signal-{n}")
 
     async def _audit(self, event: AuditEvent, step: str) -> None:
-        await _step(retry_rules.PA_NOTIFY, AuditActivities.record, RecordAuditInput(event=event, step=step))
+        await retry_rules.execute(
+            retry_rules.PA_NOTIFY, AuditActivities.record, RecordAuditInput(event=event, step=step)
+        )
 
     def _visibility(self, stage: Stage) -> None:
         """Stage and PHI-free facts as search attributes (where the server has them) and memo."""

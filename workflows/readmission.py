@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -58,19 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import retry_rules
     from workflows import search_attributes as sa
 
-A = TypeVar("A")
-R = TypeVar("R")
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")  # set by a Schedule
-
-
-async def _step(step: retry_rules.Step, activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
-    """One activity call, with the step's timeouts and retry policy (workflows/retry_rules.py)."""
-    return await workflow.execute_activity_method(activity, arg, **step.options())
-
-
-def _failure_type(err: ActivityError) -> str:
-    cause = err.cause
-    return cause.type or "" if isinstance(cause, ApplicationError) else ""
 
 
 def _failure_message(err: ActivityError) -> str:
@@ -108,7 +94,7 @@ class ReadmissionRiskWorkflow:
         self._status.source = inp.source
         self._stage(ReadmissionStage.READING)
         try:
-            record = await _step(
+            record = await retry_rules.execute(
                 retry_rules.RISK_READ,
                 ReadmissionActivities.read_discharge,
                 ReadRequest(encounter_id=inp.encounter_id, received_at=workflow.now()),
@@ -117,20 +103,20 @@ class ReadmissionRiskWorkflow:
             outcome = {
                 "NotADischarge": ReadmissionStage.NOT_A_DISCHARGE,
                 "EncounterNotFound": ReadmissionStage.UNKNOWN_ENCOUNTER,
-            }.get(_failure_type(err))
+            }.get(retry_rules.failure_type(err) or "")
             if outcome is None:
                 raise
             return self._end(outcome, _failure_message(err))
 
         self._stage(ReadmissionStage.SCORING)
         try:
-            scores = await _step(
+            scores = await retry_rules.execute(
                 retry_rules.RISK_SCORE,
                 ReadmissionActivities.score,
                 ScoreRequest(record=record, workflow_id=wid),
             )
         except ActivityError as err:
-            if _failure_type(err) != "NoChampion":
+            if retry_rules.failure_type(err) != "NoChampion":
                 raise
             return self._end(ReadmissionStage.NO_MODEL, _failure_message(err))
         champion = scores.champion
@@ -150,14 +136,14 @@ class ReadmissionRiskWorkflow:
                 patient_id=record.patient_id,
             )
             try:
-                out = await _step(retry_rules.RISK_NARRATIVE, LlmActivities.draft, req)
+                out = await retry_rules.execute(retry_rules.RISK_NARRATIVE, LlmActivities.draft, req)
             except ActivityError:
                 pass  # the worklist shows the model's factors; the narrative only explains them
             else:
                 narrative, engine = str(out.output.get("narrative", "")), f"{out.provider}/{out.model}"
 
         self._stage(ReadmissionStage.WRITING)
-        written = await _step(
+        written = await retry_rules.execute(
             retry_rules.RISK_WRITE,
             ReadmissionActivities.write,
             WriteRequest(
@@ -206,7 +192,7 @@ class ReadmissionNightlyWorkflow:
             scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
             until: datetime = scheduled or workflow.now()
             window = Window(since=until - timedelta(hours=inp.window_hours), until=until)
-            found = await _step(retry_rules.RISK_SWEEP, ReadmissionActivities.unscored, window)
+            found = await retry_rules.execute(retry_rules.RISK_SWEEP, ReadmissionActivities.unscored, window)
             summary = NightlySummary(
                 window=window, discharged=found.discharged, already_scored=found.already_scored
             )
@@ -246,15 +232,15 @@ class ReadmissionNightlyWorkflow:
                 summary.scored += scored
                 summary.not_scored += not scored
         try:
-            summary.quality = await _step(
+            summary.quality = await retry_rules.execute(
                 retry_rules.RISK_SWEEP,
                 ReadmissionActivities.quality_check,
                 QualityRequest(window=window, discharged=summary.discharged, workflow_id=wid),
             )
         except ActivityError as err:
-            if _failure_type(err) != "NoChampion":
+            if retry_rules.failure_type(err) != "NoChampion":
                 raise
-        summary.outcomes = await _step(
+        summary.outcomes = await retry_rules.execute(
             retry_rules.RISK_SWEEP, ReadmissionActivities.settle_outcomes, window.until
         )
         return summary
@@ -274,7 +260,7 @@ class ReadmissionTrainingWorkflow:
     async def run(self, inp: TrainingInput) -> TrainingStatus:
         self._visible = inp.search_attributes
         self._stage(TrainingStage.TRAINING)
-        trained = await _step(retry_rules.RISK_TRAIN, ReadmissionActivities.train, inp)
+        trained = await retry_rules.execute(retry_rules.RISK_TRAIN, ReadmissionActivities.train, inp)
         self._status.trained = trained
         alias = inp.promote_to or (ModelAlias.CHALLENGER if trained.had_champion else ModelAlias.CHAMPION)
         if alias is ModelAlias.CHAMPION and trained.flagged:
@@ -288,7 +274,7 @@ class ReadmissionTrainingWorkflow:
                 self._stage(TrainingStage.NOT_PROMOTED)
                 return self._status
         approval = self._status.approval
-        await _step(
+        await retry_rules.execute(
             retry_rules.RISK_PROMOTE,
             ReadmissionActivities.promote,
             Promotion(

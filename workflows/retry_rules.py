@@ -17,15 +17,20 @@ Temporal owns retries.  Every activity call in a workflow takes its timeouts and
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from careflow.llm.types import Tier
 
 DAY = timedelta(days=1)
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -107,3 +112,13 @@ RISK_TRAIN = Step(
 RISK_PROMOTE = Step(
     timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("PromotionBlocked", "RegistryError")
 )
+
+
+async def execute(step: Step, activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
+    """One activity call from a workflow, with the step's timeouts and retry policy."""
+    return await workflow.execute_activity_method(activity, arg, **step.options())
+
+
+def failure_type(err: ActivityError) -> str | None:
+    """The type of the ApplicationError an activity ended with (how a workflow names the outcome)."""
+    return err.cause.type if isinstance(err.cause, ApplicationError) else None
