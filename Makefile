@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run demo-lab-alert demo-risk test lint unit down status bench clean
+.PHONY: run demo-lab-alert demo-risk demo-ambient test lint unit down status bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "careflow needs Python 3.11 (set PYTHON=...)")'
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# CPU torch first, pinned, so nothing later resolves torch to a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# resemblyzer without its dependencies (pyproject.toml lists them; see the comment there).
+	$(BIN)/pip install --quiet --no-deps resemblyzer==0.1.4
 	touch $(STAMP)
 
 # The main job, end to end: the stack, 20 synthetic patients in the sandbox EHR, the starter
@@ -36,6 +38,13 @@ demo-risk: $(STAMP)
 	$(BIN)/careflow dev up
 	$(BIN)/careflow seed ehr --patients 20 --seed 7
 	$(BIN)/careflow demo readmission
+
+# Ambient notes: three clinic visits (two as badge audio spoken by espeak-ng, one as a transcript) to
+# SOAP notes in the EHR; one signed with an edit and coded.
+demo-ambient: $(STAMP)
+	$(BIN)/careflow dev up
+	$(BIN)/careflow seed ehr --patients 20 --seed 7
+	$(BIN)/careflow demo ambient
 
 down: $(STAMP)
 	$(BIN)/careflow dev down

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # Every request: larger bodies get 413; deeper JSON or NUL characters 400 (security/request_limits.py)
     api_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     api_max_json_depth: int = Field(64, ge=8, le=512)
+    # An encounter's audio upload is streamed to the PHI store, not buffered: its own, larger limit.
+    api_max_audio_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
     fhir_base_url: str = ""  # empty: the sandbox EHR inside careflow's API (api_url + /fhir/r4)
     payer_base_url: str = ""  # empty: the sandbox payer inside careflow's API (api_url + /payer/r4)
     # EHR authentication: a static bearer token, or SMART Backend Services (client-credentials JWT)

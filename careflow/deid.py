@@ -179,3 +179,15 @@ def reidentify(text: str, values: dict[Kind, str], kinds: Sequence[Kind] = (Kind
         if kind in values:
             text = text.replace(kind.placeholder, values[kind])
     return text
+
+
+def note_values(patient: dict[str, Any]) -> dict[Kind, str]:
+    """What a note shows for the patient's placeholders: the EHR's name ("Given Family") and birth date."""
+    values: dict[Kind, str] = {}
+    name = (patient.get("name") or [{}])[0]
+    shown = " ".join([*(name.get("given") or [])[:1], *([name["family"]] if name.get("family") else [])])
+    if shown:
+        values[Kind.PATIENT] = shown
+    if isinstance(patient.get("birthDate"), str):
+        values[Kind.DOB] = patient["birthDate"]
+    return values

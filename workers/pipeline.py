@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from careflow.fhir.client import FhirClient
     from careflow.hl7.listener import Route
     from careflow.notify.notifier import Notifier
+    from careflow.phi_store import PhiStore
     from careflow.readmission.registry import ModelRegistry
 
 
@@ -62,6 +63,13 @@ class ProcessClients:
         return LlmActivities(self.pool, self.settings, actor=self.identity)
 
     @cached_property
+    def phi_store(self) -> PhiStore:
+        """Encrypted files at rest (audio, transcripts): only their references travel in payloads."""
+        from careflow.phi_store import PhiStore
+
+        return PhiStore.of(self.settings)
+
+    @cached_property
     def registry(self) -> ModelRegistry:
         """The model registry (MLflow; its import takes seconds, so only on first use)."""
         from careflow.readmission.registry import open_registry
@@ -88,3 +96,5 @@ class Pipeline:
     routers: Sequence[APIRouter] = ()
     demo: Callable[..., None] | None = None  # a typer command: `careflow demo <name>`
     hl7: Mapping[str, RouteFactory] = field(default_factory=dict)  # "ORU^R01" -> its route, over MLLP
+    # Activities that run on a queue of their own, so they scale apart (speech to text: careflow-stt).
+    queues: Mapping[str, ActivityFactory] = field(default_factory=dict)

@@ -14,20 +14,25 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
+from activities.ambient import AmbientActivities, SpeechActivities
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.prior_auth import PriorAuthActivities
 from activities.readmission import ReadmissionActivities
 from careflow.hl7.listener import Route
+from careflow.models import ambient as ambient_models
 from careflow.models import kb_refresh as kb_models
 from careflow.models import lab_alert as lab_alert_models
 from careflow.models import platform as platform_models
 from careflow.models import prior_auth as prior_auth_models
 from careflow.models import readmission as readmission_models
 from careflow.security.keys import pseudonymizer
+from careflow.task_queues import STT
+from starters.api import ambient as ambient_api
 from starters.api import discharges as discharges_api
 from starters.api import orders as orders_api
 from starters.api import rag as rag_api
+from starters.cli import ambient as ambient_cli
 from starters.cli import kb as kb_cli
 from starters.cli import labs as labs_cli
 from starters.cli import pa as pa_cli
@@ -35,11 +40,13 @@ from starters.cli import rag as rag_cli
 from starters.cli import risk as risk_cli
 from starters.clients import lab_alert as lab_alert_client
 from starters.clients import readmission as readmission_client
+from starters.demos import ambient as ambient_demo
 from starters.demos import lab_alert as lab_alert_demo
 from starters.demos import prior_auth as prior_auth_demo
 from starters.demos import readmission as readmission_demo
 from workers.pipeline import Pipeline, ProcessClients
 from workflows import search_attributes as sa
+from workflows.ambient import AmbientNoteWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
 from workflows.platform_canary import PlatformCanaryWorkflow
@@ -73,6 +80,14 @@ def _prior_auth_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def _readmission_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     return ReadmissionActivities(c.fhir, c.pool, lambda: c.registry, c.identity).all()
+
+
+def _ambient_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return AmbientActivities(c.fhir, c.pool, c.phi_store, c.notifier).all()
+
+
+def _speech_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return SpeechActivities(c.settings, c.pool, c.phi_store).all()
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -129,12 +144,24 @@ READMISSION = Pipeline(
     demo=readmission_demo.readmission,
 )
 
-PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE, READMISSION)
+AMBIENT = Pipeline(
+    name=ambient_models.PIPELINE,
+    summary="Badge audio (or a diarized transcript) to a signed SOAP note, coded; consent first.",
+    workflows=[AmbientNoteWorkflow],
+    activities=_ambient_activities,
+    queues={STT: _speech_activities},
+    search_attributes=[sa.PIPELINE, sa.STAGE, sa.TENANT, sa.SPECIALTY],
+    commands=[ambient_cli.ambient_app],
+    routers=[ambient_api.router],
+    demo=ambient_demo.ambient,
+)
+
+PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE, READMISSION, AMBIENT)
 
 
 def task_queues() -> list[str]:
     """Every queue a pipeline runs on: `dev up` starts workers for each."""
-    return sorted({p.task_queue for p in PIPELINES})
+    return sorted({q for p in PIPELINES for q in (p.task_queue, *p.queues)})
 
 
 def search_attributes() -> list[SearchAttributeKey[Any]]:

@@ -34,6 +34,7 @@ def building_block_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def activities_for(queue: str, clients: ProcessClients) -> list[Callable[..., Any]]:
     own = [fn for p in PIPELINES if p.task_queue == queue for fn in p.activities(clients)]
+    own += [fn for p in PIPELINES for q, make in p.queues.items() if q == queue for fn in make(clients)]
     return [*building_block_activities(clients), *own]
 
 

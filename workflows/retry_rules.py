@@ -113,10 +113,29 @@ RISK_PROMOTE = Step(
     timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("PromotionBlocked", "RegistryError")
 )
 
+# -- ambient notes: the note in the EHR within 60 min of the encounter's end -----------------------
+AMBIENT_CONTEXT = Step(timedelta(seconds=60), DAY, timedelta(minutes=2), non_retryable=("NoPhysician",))
+# Speech to text on careflow-stt: heartbeats its finished segments; a killed worker's retry resumes there.
+AMBIENT_STT = Step(
+    timedelta(minutes=30), timedelta(hours=6), timedelta(minutes=1), heartbeat=timedelta(seconds=30),
+    non_retryable=("UnreadableAudio", "AudioTooShort", "NoSpeech"),
+)  # fmt: skip
+AMBIENT_DIARIZE = Step(timedelta(minutes=15), timedelta(hours=6), timedelta(minutes=1))
+AMBIENT_PREPARE = Step(timedelta(seconds=60), DAY, timedelta(minutes=2), non_retryable=("PhiLeak",))
+AMBIENT_DRAFT = llm_draft(Tier.FRONTIER, attempts=3)  # then: no-draft, operations told
+AMBIENT_WRITE = Step(timedelta(seconds=30), DAY, timedelta(minutes=2))
+AMBIENT_STEP = Step(timedelta(seconds=60), DAY, timedelta(minutes=1))  # review, codes, notices, audit
 
-async def execute(step: Step, activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
-    """One activity call from a workflow, with the step's timeouts and retry policy."""
-    return await workflow.execute_activity_method(activity, arg, **step.options())
+
+async def execute(
+    step: Step, activity: Callable[[Any, A], Awaitable[R]], arg: A, *, task_queue: str | None = None
+) -> R:
+    """One activity call from a workflow, with the step's timeouts and retry policy (on `task_queue`
+    when the activity runs on a queue of its own)."""
+    options = step.options()
+    if task_queue is not None:
+        options["task_queue"] = task_queue
+    return await workflow.execute_activity_method(activity, arg, **options)
 
 
 def failure_type(err: ActivityError) -> str | None:

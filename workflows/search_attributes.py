@@ -15,6 +15,7 @@ PIPELINE = SearchAttributeKey.for_keyword("CareflowPipeline")
 STAGE = SearchAttributeKey.for_keyword("CareflowStage")
 TENANT = SearchAttributeKey.for_keyword("CareflowTenant")
 PRIORITY = SearchAttributeKey.for_keyword("CareflowPriority")
+SPECIALTY = SearchAttributeKey.for_keyword("CareflowSpecialty")  # ambient notes: primary-care, ...
 PAYER = SearchAttributeKey.for_keyword("CareflowPayer")  # the payer organisation's name, never the member
 
 

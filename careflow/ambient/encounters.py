@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from careflow.fhir import codes as c
+from careflow.models.ambient import Specialty
 
 WORDS_PER_MINUTE = 150  # espeak-ng's default speaking rate: the script's length for a target duration
 
@@ -27,13 +28,6 @@ WORDS_PER_MINUTE = 150  # espeak-ng's default speaking rate: the script's length
 class Speaker(StrEnum):
     DOCTOR = "doctor"
     PATIENT = "patient"
-
-
-class Specialty(StrEnum):
-    PRIMARY_CARE = "primary-care"
-    CARDIOLOGY = "cardiology"
-    ORTHOPEDICS = "orthopedics"
-    EMERGENCY = "emergency"
 
 
 # Which of the synthetic EHR's conditions each specialty's visit is about (in order of preference), and
@@ -91,6 +85,21 @@ PLAN: dict[str, str] = {
     "low_back_pain": "Stay active, use heat, and come back if you get numbness or weakness.",
     "rheumatoid_arthritis": "We will check inflammatory markers and see rheumatology.",
     "chest_pain": "We will repeat the troponin in three hours and keep you on the monitor.",
+}
+# The physician's spoken assessment, in the words a note codes from.
+ASSESS: dict[str, str] = {
+    "diabetes": "Your type 2 diabetes is not at goal.",
+    "hypertension": "Your hypertension is not well controlled.",
+    "hyperlipidemia": "Your hyperlipidemia needs the statin to continue.",
+    "obesity": "Obesity is putting strain on your heart and joints.",
+    "ckd3": "This is chronic kidney disease, stage three.",
+    "copd": "Your chronic obstructive pulmonary disease is worse this month.",
+    "heart_failure": "Your heart failure is causing fluid to build up.",
+    "afib": "Your atrial fibrillation is not rate controlled.",
+    "knee_oa": "This is osteoarthritis of the right knee.",
+    "low_back_pain": "This is mechanical low back pain.",
+    "rheumatoid_arthritis": "Your rheumatoid arthritis is active.",
+    "chest_pain": "The chest pain could be your heart, so we need to rule that out.",
 }
 FILLER: tuple[tuple[str, str], ...] = (
     ("How have you been sleeping?", "Not too badly, maybe six hours most nights."),
@@ -189,6 +198,7 @@ def encounter(
         doctor(q)
         patient_says(a)
     doctor("Let me examine you. " + " ".join(EXAM[k] for k in focus))
+    doctor("My assessment: " + " ".join(ASSESS[k] for k in focus))
     doctor("Here is the plan. " + " ".join(PLAN[k] for k in focus))
     patient_says("That sounds good. Thank you, doctor.")
     while sum(len(t.text.split()) for t in say) < target * 0.9:
@@ -196,6 +206,25 @@ def encounter(
         doctor(f"To go over it again: {PLAN[key]}")
         patient_says(rng.choice(["Okay, I understand.", "Yes, I will do that.", "Got it, thank you."]))
     return Encounter(specialty, f"{given} {family}", born, tuple(say), tuple(focus), tuple(meds))
+
+
+def chart(resources: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A synthetic patient's Patient resource, condition keys and medication keys, from their EHR entries
+    (what `encounter` scripts a visit from)."""
+    by_icd = {v.icd10: k for k, v in c.CONDITIONS.items()}
+    by_rxnorm = {m.rxnorm: k for k, m in c.MEDICATIONS.items()}
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    conditions = sorted({
+        by_icd[cd["code"]]
+        for r in resources if r["resourceType"] == "Condition"
+        for cd in r["code"]["coding"] if cd["code"] in by_icd
+    })  # fmt: skip
+    meds = sorted({
+        by_rxnorm[cd["code"]]
+        for r in resources if r["resourceType"] == "MedicationRequest"
+        for cd in r["medicationCodeableConcept"]["coding"] if cd["code"] in by_rxnorm
+    })  # fmt: skip
+    return patient, conditions, meds
 
 
 _TAG = re.compile(r"\[(doctor|patient|clinician|physician)\]\s*", re.IGNORECASE)

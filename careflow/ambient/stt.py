@@ -135,6 +135,7 @@ class Segment:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    words: tuple[tuple[float, float, str], ...] = ()  # (start, end, word): where speakers change
 
 
 _WORD = re.compile(r"[\w']+")
@@ -184,6 +185,7 @@ def transcribe(
         "beam_size": beam_size,
         "vad_filter": True,
         "condition_on_previous_text": False,
+        "word_timestamps": True,  # diarization labels words, so a segment spanning two turns is split
     }
     if hotwords:
         options["hotwords"] = " ".join(hotwords)
@@ -191,6 +193,7 @@ def transcribe(
         options["initial_prompt"] = initial_prompt
     segments, _ = model.transcribe(audio[start:], **options)
     for s in segments:
+        words = tuple((round(offset + w.start, 3), round(offset + w.end, 3), w.word) for w in s.words or ())
         seg = Segment(
             start=round(offset + s.start, 3),
             end=round(offset + s.end, 3),
@@ -198,6 +201,7 @@ def transcribe(
             avg_logprob=s.avg_logprob,
             no_speech_prob=s.no_speech_prob,
             compression_ratio=s.compression_ratio,
+            words=words,
         )
         if plausible(seg):
             yield seg

@@ -72,9 +72,20 @@ class PaJustification(TaskOutput):
 # --- soap_note (seed P4, P14) ----------------------------------------------------------------------
 
 
+class TemplateItem(BaseModel):
+    """One element a specialty's note must document (careflow/ambient/templates.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    terms: list[str] = Field(default_factory=list)  # words that show it was documented (offline check)
+
+
 class SoapNoteInput(TaskInput):
     specialty: str = "general medicine"
     encounter_id: str = ""
+    # The specialty template: what the note must cover; what the encounter never covered is a gap.
+    template: list[TemplateItem] = Field(default_factory=list)
 
 
 class IcdSuggestion(BaseModel):
@@ -296,7 +307,9 @@ TASKS: dict[str, TaskSpec] = {
                 "You draft a SOAP note (Subjective, Objective, Assessment, Plan) from a de-identified "
                 "encounter transcript and the patient's record, for the physician to review and sign. "
                 "Suggest ICD-10-CM codes only where the code appears in the evidence, each with the "
-                "evidence ids that support it. Keep [PATIENT] placeholders as they are."
+                "evidence ids that support it. Keep [PATIENT] placeholders as they are. Cover every element "
+                "of the specialty template; list each one the encounter did not cover in "
+                "missing_information, as 'Template: <element>: not documented'."
             ),
             default_tier=Tier.FRONTIER,
             contains_phi=True,

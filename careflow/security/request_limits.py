@@ -5,6 +5,9 @@
   parser recurses (100k `[` is a RecursionError, a 500), and Postgres stores no NUL in text or jsonb;
 - no NUL in the path, the query string or a header's encoded value (400).
 
+Streamed routes (an encounter's audio upload) are not buffered here: they get the header checks, a
+declared length of at most `max_stream_bytes`, and count what they store themselves.
+
 Refusals come in the shape of the route family: a FHIR OperationOutcome under the FHIR bases
 (the sandbox EHR, the sandbox payer), the gateway's error JSON everywhere else.  The checked body is
 handed on unchanged, so routes read it as usual.
@@ -13,6 +16,7 @@ handed on unchanged, so routes read it as usual.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -29,6 +33,8 @@ DEFAULT_MAX_JSON_DEPTH = 64
 FHIR_PREFIXES = ("/fhir/", "/payer/")
 _FHIR_CODES = {400: "invalid", 413: "too-costly"}
 _GATEWAY_TYPES = {400: "invalid_request_error", 413: "request_too_large"}
+STREAMED = re.compile(r"^/v1/encounters/[^/]+/audio$")  # bodies the route streams to disk itself
+DEFAULT_MAX_STREAM_BYTES = 512 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -46,15 +52,24 @@ class RequestLimits:
     """ASGI middleware: `app.add_middleware(RequestLimits, max_body_bytes=..., max_depth=...)`."""
 
     def __init__(
-        self, app: App, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+        self,
+        app: App,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
     ) -> None:
         self.app, self.max_body, self.max_depth = app, max_body_bytes, max_depth
+        self.max_stream = max_stream_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
+            if STREAMED.match(scope["path"]):
+                self._check_head(scope, self.max_stream)
+                await self.app(scope, receive, send)
+                return
             body = await self._checked_body(scope, receive)
         except Refused as exc:
             await self._refuse(scope, send, exc)
@@ -72,7 +87,8 @@ class RequestLimits:
 
         await self.app(scope, replay, send)
 
-    async def _checked_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    @staticmethod
+    def _check_head(scope: Scope, limit: int) -> dict[str, str]:
         query = scope.get("query_string", b"")
         if "\x00" in scope["path"] or b"\x00" in query or b"%00" in query:
             raise Refused(400, "NUL characters are not accepted in the path or query")
@@ -80,8 +96,12 @@ class RequestLimits:
         if any("%00" in v for v in headers.values()):  # e.g. FHIR's If-None-Exist: identifier=%00
             raise Refused(400, "NUL characters are not accepted in headers")
         declared = headers.get("content-length", "")
-        if declared and (not declared.isdigit() or int(declared) > self.max_body):
-            raise Refused(413, f"the body exceeds {self.max_body} bytes")
+        if declared and (not declared.isdigit() or int(declared) > limit):
+            raise Refused(413, f"the body exceeds {limit} bytes")
+        return headers
+
+    async def _checked_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        headers = self._check_head(scope, self.max_body)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()

@@ -53,7 +53,10 @@ def create_app(settings: Settings) -> FastAPI:
         allow_credentials=True,
     )
     app.add_middleware(
-        RequestLimits, max_body_bytes=settings.api_max_body_bytes, max_depth=settings.api_max_json_depth
+        RequestLimits,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_depth=settings.api_max_json_depth,
+        max_stream_bytes=settings.api_max_audio_bytes,
     )
     app.include_router(codec_router(codec.encode, codec.decode, tokens))
     # Routers of the building blocks (starters/api/<area>.py), then each pipeline's.

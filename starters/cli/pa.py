@@ -51,7 +51,6 @@ from starters.clients.keyed_start import Started
 from starters.clients.prior_auth import (
     ORDER_ID_RE,
     PaOrder,
-    ReviewRefused,
     start_prior_auth,
     status_of,
     submit_all,
@@ -59,6 +58,7 @@ from starters.clients.prior_auth import (
     synthetic_orders,
     wait_drafts,
 )
+from starters.clients.updates import ReviewRefused
 from starters.clients.visibility import Listed, list_pipeline, type_name
 from workflows.prior_auth import PriorAuthWorkflow
 

@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from careflow import task_queues
-from careflow.audit.trail import PostgresAuditTrail
 from careflow.fhir import codes
 from careflow.fhir.synthetic import generate_ehr
-from careflow.models.audit import AuditAction, AuditEvent, AuditEventType, AuditOutcome
 from careflow.models.prior_auth import (
     PIPELINE,
     PriorAuthInput,
@@ -37,6 +34,7 @@ from careflow.models.prior_auth import (
     workflow_id,
 )
 from starters.clients.keyed_start import Started, start_keyed
+from starters.clients.updates import execute_audited
 from starters.clients.visibility import Listed, list_pipeline
 from workflows import search_attributes as sa
 from workflows.prior_auth import PriorAuthWorkflow
@@ -202,47 +200,13 @@ async def list_prior_auths(client: Client, *, include_closed: bool = False, limi
 
 
 # -- review ---------------------------------------------------------------------------------------
-class ReviewRefused(Exception):
-    """The workflow refused the review action; `reason` is PHI-free and safe to show the reviewer."""
-
-    def __init__(self, workflow_id: str, reason: str) -> None:
-        self.workflow_id = workflow_id
-        self.reason = reason
-        super().__init__(f"review of {workflow_id} refused: {reason}")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, WorkflowUpdateFailedError):
-        cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.message:
-            return cause.message
-        return str(cause) if cause else "update failed"
-    if isinstance(exc, RPCError):
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return "no running prior-authorization workflow with this id"
-        return f"Temporal refused the update ({exc.status.name if exc.status else 'unknown'})"
-    return type(exc).__name__
-
-
 async def submit_review(
     client: Client, workflow_id: str, request: ReviewRequest, audit_pool: asyncpg.Pool
 ) -> ReviewOutcome:
     """Run the `review` update; on refusal audit the attempt and raise ReviewRefused."""
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        return await handle.execute_update(PriorAuthWorkflow.review, request)
-    except (WorkflowUpdateFailedError, RPCError) as exc:
-        reason = _reason(exc)
-        await PostgresAuditTrail(audit_pool).record(
-            AuditEvent(
-                event_type=AuditEventType.REVIEWER_ACTION,
-                actor=reviewer_ref(request.reviewer_id),
-                actor_type="user",
-                action=AuditAction.EXECUTE,
-                outcome=AuditOutcome.REJECTED,
-                resource_type="Task",
-                workflow_id=workflow_id,
-                detail={"action": request.action, "via": "update", "reason": reason[:200]},
-            )
-        )
-        raise ReviewRefused(workflow_id, reason) from None
+    outcome: ReviewOutcome = await execute_audited(
+        client, workflow_id, PriorAuthWorkflow.review, request, audit_pool=audit_pool,
+        actor=reviewer_ref(request.reviewer_id), action=request.action, resource_type="Task",
+        what="prior-authorization",
+    )  # fmt: skip
+    return outcome

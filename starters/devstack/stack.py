@@ -468,9 +468,12 @@ class DevStack:
             ]
         ns, states = self.settings.temporal_namespace, []
         running = {self._worker_identity(n) for n in self.worker_names() if self.pid_of(n)}
+        # A queue of activities only (careflow-stt) has no workflow pollers to find.
+        with_workflows = {p.task_queue for p in pipelines.PIPELINES if p.workflows}
         for queue in pipelines.task_queues():
             ours = {self._worker_identity(f"worker-{queue}-{k}") for k in range(64)}
-            counts = {kind: await _live_pollers(client, ns, queue, kind, ours, running) for kind in POLLED}
+            kinds = [k for k in POLLED if k == "activity" or queue in with_workflows]  # careflow-stt: none
+            counts = {kind: await _live_pollers(client, ns, queue, kind, ours, running) for kind in kinds}
             healthy = all(counts.values())
             detail = ", ".join(f"{n} {kind} poller(s)" for kind, n in counts.items())
             if not healthy:

@@ -30,7 +30,6 @@ from careflow.payer.pas import CLAIM_ID_SYSTEM, claim_identifier
 from starters.api.app import create_app
 from starters.cli.pa import review
 from starters.clients.prior_auth import (
-    ReviewRefused,
     list_prior_auths,
     status_of,
     submit_all,
@@ -38,6 +37,7 @@ from starters.clients.prior_auth import (
     workflow_id,
 )
 from starters.clients.seed import load_synthetic_ehr
+from starters.clients.updates import ReviewRefused
 from starters.demos.prior_auth import STARTER_KB, DemoResult, run_demo
 from tests.support.serving import serve
 from tests.support.wait import wait_until

@@ -53,7 +53,8 @@ from careflow.prior_auth.resources import AI_GENERATED_EXTENSION
 from starters.api import fhir as api_fhir
 from starters.api import payer as api_payer
 from starters.clients.history import export_history
-from starters.clients.prior_auth import ReviewRefused, start_prior_auth, submit_review
+from starters.clients.prior_auth import start_prior_auth, submit_review
+from starters.clients.updates import ReviewRefused
 from tests.conftest import BIN, ROOT
 from tests.support.serving import serve
 from tests.support.wait import wait_until

@@ -260,6 +260,10 @@ def draft_soap_note(inp: SoapNoteInput, evidence: list[Evidence]) -> SoapNote:
             missing.append(f"{name}: nothing documented in the transcript or record.")
     if transcripts and not suggestions:
         missing.append("No coded diagnosis (ICD-10-CM) in the record matches what was discussed.")
+    said = " ".join(t.text for t in transcripts).lower()
+    for item in inp.template:
+        if transcripts and not any(term in said for term in item.terms):
+            missing.append(f"Template: {item.name}: not documented")
     empty = "Not documented in the evidence provided."
     cited = [i for part in (subjective, objective, assessment, plan) for i, _ in part]
     return SoapNote(
