@@ -24,16 +24,15 @@ from temporalio.exceptions import ApplicationError
 from activities.fhir import application_error
 from careflow import deid
 from careflow.ambient import icd10, note, store
+from careflow.ambient.context import NoPhysician, encounter_context, patient_of
 from careflow.ambient.transcript import Line, Transcript
 from careflow.config import Settings
-from careflow.fhir import codes as c
 from careflow.fhir.client import FhirClient
 from careflow.fhir.errors import FhirError, FhirNotFound
 from careflow.idempotency import step_identifier, step_key
 from careflow.models.ambient import (
     CloseRequest,
     CodeCandidate,
-    CodedCondition,
     CodesRequest,
     ContextRequest,
     Diarized,
@@ -92,40 +91,15 @@ class AmbientActivities:
                     type="EncounterNotFound",
                     non_retryable=late,
                 ) from None
-            patient_id = str((enc.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
+            patient_id = patient_of(enc)
             conditions = await self._fhir.search("Condition", {"patient": patient_id}, workflow_id=wid)
             meds = await self._fhir.search("MedicationRequest", {"patient": patient_id}, workflow_id=wid)
         except FhirError as exc:
             raise application_error(exc) from None
-        attender = next(
-            (str(p["individual"]["reference"]).removeprefix("Practitioner/")
-             for p in enc.get("participant") or [] if (p.get("individual") or {}).get("reference")),
-            None,
-        )  # fmt: skip
-        physician = req.physician_id or attender
-        if not physician:
-            raise _fail(f"Encounter {req.encounter_id} names no practitioner to sign the note", "NoPhysician")
-        coded = [
-            CodedCondition(id=f"Condition/{r['id']}", code=coding["code"], display=coding.get("display", ""))
-            for r in conditions
-            for coding in (r.get("code") or {}).get("coding") or []
-            if coding.get("system") == c.ICD10CM
-        ]
-        med_names = [
-            str((r.get("medicationCodeableConcept") or {}).get("text")
-                or ((r.get("medicationCodeableConcept") or {}).get("coding") or [{}])[0].get("display", ""))
-            for r in meds
-        ]  # fmt: skip
-        return EncounterContext(
-            encounter_id=req.encounter_id,
-            patient_id=patient_id,
-            physician_id=physician,
-            conditions=coded,
-            medications=[m for m in med_names if m],
-            hotwords=list(
-                dict.fromkeys([x.display for x in coded if x.display] + [m for m in med_names if m])
-            ),
-        )
+        try:
+            return encounter_context(enc, conditions, meds, req.physician_id)
+        except NoPhysician as exc:
+            raise _fail(str(exc), "NoPhysician") from None
 
     async def _identifiers(self, patient_id: str, wid: str) -> tuple[deid.Identifiers, dict[str, Any]]:
         try:
@@ -299,7 +273,13 @@ class SpeechActivities:
 
         def decode() -> None:
             try:
-                for seg in stt.transcribe(model, audio, offset=resumed or 0.0, hotwords=req.hotwords):
+                for seg in stt.transcribe(
+                    model,
+                    audio,
+                    offset=resumed or 0.0,
+                    vocabulary=req.vocabulary,
+                    vocabulary_mode=self._settings.stt_vocabulary,
+                ):
                     loop.call_soon_threadsafe(found.put_nowait, seg)
             finally:
                 loop.call_soon_threadsafe(found.put_nowait, None)

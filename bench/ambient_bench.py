@@ -4,9 +4,10 @@ never asserted.
 Quality (no servers): `--encounters` synthetic visits (default 20, over the four specialties, 2-15
 minutes each) scripted from synthetic EHR patients' own charts, spoken by espeak-ng in two voices with
 room noise, then run through the same code the workflow's activities run:
-- speech to text (faster-whisper, the default Whisper base, int8 on this CPU) without and with the
-  medical hotwords (the patient's conditions and medicines, the specialty's terms): WER against the
-  script (jiwer; lower case, no punctuation), goal <= 15 %;
+- speech to text (faster-whisper, the default Whisper base, int8 on this CPU) with the medical
+  vocabulary (the patient's conditions and medicines, the specialty's terms) as an initial prompt, as
+  faster-whisper's hotwords, and without it: WER against the script (jiwer; lower case, no
+  punctuation), goal <= 15 %;
 - diarization (resemblyzer, the physician's enrolled voice): DER against the scripted turns
   (pyannote.metrics, 0.25 s collar), goal <= 10 %, and the share of speech given the wrong role;
 - processing time / audio duration (speech to text + diarization), goal <= 0.25;
@@ -38,6 +39,7 @@ GOAL_WER = 0.15
 GOAL_DER = 0.10
 GOAL_RTF = 0.25
 SLA_MINUTES = 60.0
+MODES = ("off", "prompt", "hotwords")  # how the vocabulary reaches the decoder (CAREFLOW_STT_VOCABULARY)
 DEFAULT_MINUTES = (2, 3, 4, 5, 2, 3, 4, 6, 2, 3, 5, 8, 2, 4, 6, 10, 3, 5, 8, 15)
 AS_OF = date(2026, 11, 27)
 
@@ -50,11 +52,10 @@ def ratio(value: float, goal: float) -> str:
 class Result:
     specialty: str
     audio_s: float
-    wer_plain: float
-    wer_hot: float
+    wer: dict[str, float]  # by vocabulary mode: off, prompt (the default), hotwords
     stt_s: float
     diar_s: float
-    der: float
+    der: dict[str, float]
     role_error: float
     leaked: int
     precision: float | None
@@ -77,19 +78,27 @@ def _wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm))
 
 
-def _der(turns: list[tuple[float, float, Any]], lines: list[Any]) -> tuple[float, float]:
-    """DER (optimal speaker mapping, 0.25 s collar) and the share of reference speech whose role
-    (doctor/patient, no mapping) is wrong."""
+def _der(turns: list[tuple[float, float, Any]], lines: list[Any]) -> tuple[dict[str, float], float]:
+    """DER (optimal speaker mapping, 0.25 s collar) with its parts (confusion, missed speech, false
+    alarm, each over the reference speech) and the share of reference speech whose role (doctor /
+    patient, no mapping) is wrong."""
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     ref, hyp = Annotation(), Annotation()
     for a, b, who in turns:
         ref[Segment(a, b)] = who.value
-    for x in lines:
+    for x in lines:  # the diarized transcript's lines, as the workflow stores them
         if x.end > x.start:
             hyp[Segment(x.start, x.end)] = x.speaker
-    der = float(DiarizationErrorRate(collar=0.25)(ref, hyp))
+    parts = DiarizationErrorRate(collar=0.25)(ref, hyp, detailed=True)
+    total_ref = parts["total"] or 1.0
+    der = {
+        "der": float(parts["diarization error rate"]),
+        "confusion": parts["confusion"] / total_ref,
+        "missed": parts["missed detection"] / total_ref,
+        "false alarm": parts["false alarm"] / total_ref,
+    }
     wrong = total = 0.0
     for a, b, who in turns:
         total += b - a
@@ -100,7 +109,7 @@ def _der(turns: list[tuple[float, float, Any]], lines: list[Any]) -> tuple[float
     return der, wrong / total if total else 0.0
 
 
-def quality(n: int, seed: int) -> None:
+def quality(n: int, seed: int, wpm: int) -> None:
     from careflow import deid
     from careflow.ambient import diarize, icd10, note, stt, tts
     from careflow.ambient.encounters import Speaker, Specialty, chart, encounter
@@ -113,6 +122,7 @@ def quality(n: int, seed: int) -> None:
     from careflow.llm.types import Evidence
 
     settings = Settings()
+    print(f"speech: espeak-ng at {wpm} words/min, two voices, room noise at -45 dBFS")
     t0 = time.perf_counter()
     model = stt.load_model(stt.model_path(settings.stt_model, settings.state_dir / "models"))
     enc = diarize.encoder()
@@ -135,10 +145,10 @@ def quality(n: int, seed: int) -> None:
         resources = [e["resource"] for e in bundle["entry"]]
         patient, conditions, meds = chart(resources)
         visit = encounter(patient, conditions, meds, spec, minutes, seed=seed * 1000 + i)
-        spoken = tts.speak_turns(visit.turns, noise_db=-45.0, seed=i)
+        spoken = tts.speak_turns(visit.turns, noise_db=-45.0, seed=i, words_per_minute=wpm)
         reference = " ".join(t.text for t in visit.turns)
         in_record = [k for k in conditions if k in c.CONDITIONS]
-        hotwords = list(
+        vocabulary = list(
             dict.fromkeys(
                 [c.CONDITIONS[k].icd10_display.split(",")[0] for k in in_record]
                 + [c.MEDICATIONS[m].display for m in meds]
@@ -146,13 +156,16 @@ def quality(n: int, seed: int) -> None:
             )
         )
 
-        t = time.perf_counter()
-        plain = list(stt.transcribe(model, spoken.audio))
-        t_plain = time.perf_counter() - t
-        t = time.perf_counter()
-        hot = list(stt.transcribe(model, spoken.audio, hotwords=hotwords))
-        stt_s = time.perf_counter() - t
-        lines = [Line(s.start, s.end, s.text, words=list(s.words)) for s in hot]
+        texts, timing = {}, {}
+        for mode in MODES:  # the product's mode (settings.stt_vocabulary) is what is diarized and drafted
+            t = time.perf_counter()
+            segments = list(stt.transcribe(model, spoken.audio, vocabulary=vocabulary, vocabulary_mode=mode))
+            timing[mode] = time.perf_counter() - t
+            texts[mode] = " ".join(x.text for x in segments)
+            if mode == settings.stt_vocabulary:
+                used = segments
+        stt_s = timing[settings.stt_vocabulary]
+        lines = [Line(x.start, x.end, x.text, words=list(x.words)) for x in used]
         t = time.perf_counter()
         found = diarize.label(enc, spoken.audio, lines, profile)
         diar_s = time.perf_counter() - t
@@ -184,8 +197,7 @@ def quality(n: int, seed: int) -> None:
         r = Result(
             spec.value,
             spoken.seconds,
-            _wer(reference, " ".join(s.text for s in plain)),
-            _wer(reference, " ".join(s.text for s in hot)),
+            {mode: _wer(reference, text) for mode, text in texts.items()},
             stt_s,
             diar_s,
             der,
@@ -197,15 +209,17 @@ def quality(n: int, seed: int) -> None:
         )
         results.append(r)
         print(
-            f"{i + 1:2d}. {spec.value:12s} {spoken.seconds / 60:5.1f} min  WER {r.wer_plain:6.1%} -> "
-            f"{r.wer_hot:6.1%} with hotwords  DER {der:5.1%}  RTF {(stt_s + diar_s) / spoken.seconds:.3f} "
-            f"(plain {t_plain / spoken.seconds:.3f})  codes {sorted(got)} vs {sorted(want)}  leaked {leaked}"
+            f"{i + 1:2d}. {spec.value:12s} {spoken.seconds / 60:5.1f} min  WER "
+            + " ".join(f"{m} {w:5.1%}" for m, w in r.wer.items())
+            + f"  DER {der['der']:5.1%} (missed {der['missed']:.1%})"
+            f"  RTF {(stt_s + diar_s) / spoken.seconds:.3f}"
+            + f"  codes {sorted(got)} vs {sorted(want)}  leaked {leaked}"
         )
 
     audio = sum(r.audio_s for r in results)
-    wer_plain = statistics.mean(r.wer_plain for r in results)
-    wer_hot = statistics.mean(r.wer_hot for r in results)
-    der = sum(r.der * r.audio_s for r in results) / audio
+    wer = {m: statistics.mean(r.wer[m] for r in results) for m in MODES}
+    default = wer[settings.stt_vocabulary]
+    der = {k: sum(r.der[k] * r.audio_s for r in results) / audio for k in results[0].der}
     role = sum(r.role_error * r.audio_s for r in results) / audio
     rtf = sum(r.stt_s + r.diar_s for r in results) / audio
     precisions = [r.precision for r in results if r.precision is not None]
@@ -214,11 +228,14 @@ def quality(n: int, seed: int) -> None:
         f"{len({r.specialty for r in results})} specialties"
     )
     print(
-        f"WER without hotwords {wer_plain:.1%}, with hotwords {wer_hot:.1%} (goal <= {GOAL_WER:.0%}: "
-        f"{ratio(wer_hot, GOAL_WER)}); hotwords change WER by {wer_hot - wer_plain:+.1%} points"
+        f"WER with the vocabulary as an initial prompt {wer['prompt']:.1%}, "
+        f"as hotwords {wer['hotwords']:.1%}, without it {wer['off']:.1%}; "
+        + f"the default ({settings.stt_vocabulary}) {default:.1%} "
+        f"(goal <= {GOAL_WER:.0%}: {ratio(default, GOAL_WER)})"
     )
     print(
-        f"DER {der:.1%} (goal <= {GOAL_DER:.0%}: {ratio(der, GOAL_DER)}); "
+        f"DER {der['der']:.1%} (goal <= {GOAL_DER:.0%}: {ratio(der['der'], GOAL_DER)}): speaker confusion "
+        f"{der['confusion']:.1%}, missed speech {der['missed']:.1%}, false alarm {der['false alarm']:.1%}; "
         f"speech given the wrong role {role:.1%}"
     )
     print(
@@ -317,11 +334,12 @@ def main() -> None:
     p.add_argument("--pipeline", action="store_true")
     p.add_argument("--visits", type=int, default=6)
     p.add_argument("--minutes", type=float, default=8.0)
+    p.add_argument("--wpm", type=int, default=150, help="espeak-ng's speaking rate (150: conversational)")
     a = p.parse_args()
     if a.pipeline:
         asyncio.run(pipeline(a.visits, a.minutes, a.seed))
     else:
-        quality(a.encounters, a.seed)
+        quality(a.encounters, a.seed, a.wpm)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Speech to text for ambient notes: a CTranslate2 Whisper folder (large-v3 on GPU workers); unset, the
     # default Whisper base is joined from its wheels into CAREFLOW_HOME/models on first use.
     stt_model: str | None = None
+    # How the patient's and the specialty's vocabulary reaches the decoder: an initial prompt (measured
+    # best with Whisper base), faster-whisper's hotwords (for larger models; base loses speech), or off.
+    stt_vocabulary: Literal["prompt", "hotwords", "off"] = "prompt"
 
     # HTTP API (codec endpoint, online paths) and the EHR
     api_host: str = "127.0.0.1"

@@ -13,21 +13,26 @@ operations if the note is not in the EHR by then.  Every outcome is named; every
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ambient import AmbientActivities, SpeechActivities
-    from activities.audit import AuditActivities, RecordAuditInput
-    from activities.llm import DraftInput, LlmActivities
-    from careflow.ambient.note import TEMPLATES, TERMS, edit_distance
-    from careflow.idempotency import step_key
-    from careflow.llm.tasks import SoapNoteInput
-    from careflow.llm.teams import PIPELINES_TEAM
-    from careflow.llm.types import Evidence, Tier
+    from careflow.ambient.note import TERMS, edit_distance
+    from careflow.ambient.review import (
+        CODING_REMINDER,
+        CODING_WINDOW,
+        CONSENT_WAIT,
+        OPERATIONS,
+        REVIEW_NOTICES,
+        REVIEW_WINDOW,
+        SLA_ESCALATION,
+        codes_problem,
+        consent_problem,
+        reviewer_problem,
+    )
     from careflow.models.ambient import (
         PIPELINE,
         AmbientStage,
@@ -39,11 +44,9 @@ with workflow.unsafe.imports_passed_through():
         ContextRequest,
         DiarizeRequest,
         DiscardRequest,
-        EncounterContext,
         FinalCodes,
         NoteInput,
         NoteSource,
-        NoticeRequest,
         PrepareRequest,
         QualityRecord,
         ReviewOutcome,
@@ -51,22 +54,9 @@ with workflow.unsafe.imports_passed_through():
         TranscribeRequest,
         WriteNoteRequest,
     )
-    from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
     from workflows import retry_rules
     from workflows import search_attributes as sa
-
-CONSENT_WAIT = timedelta(hours=1)  # then no-consent, and the recording is deleted
-SLA_ESCALATION = timedelta(minutes=45)  # after the encounter's end, if the note is not in the EHR
-# While unsigned: reminders to the physician, then operations (the medical director's queue).
-REVIEW_NOTICES = (
-    (timedelta(hours=4), "review-reminder"),
-    (timedelta(hours=24), "review-reminder"),
-    (timedelta(hours=48), "review-escalation"),
-)
-REVIEW_WINDOW = timedelta(days=7)  # then unsigned: the draft stays preliminary in the EHR
-CODING_REMINDER = timedelta(days=3)
-CODING_WINDOW = timedelta(days=30)  # then the note completes with its codes still candidates
-OPERATIONS = "operations"
+    from workflows.ambient_steps import audit, draft, notice, until
 
 _STT_OUTCOMES = {
     "UnreadableAudio": AmbientStage.UNREADABLE_AUDIO,
@@ -77,6 +67,12 @@ _STT_OUTCOMES = {
 
 def _message(err: ActivityError) -> str:
     return str(getattr(err.cause, "message", err))
+
+
+def _refuse(problem: str | None) -> None:
+    """An update validator's answer: the problem as the caller's error (the update never runs)."""
+    if problem is not None:
+        raise ValueError(problem)
 
 
 @workflow.defn(name="AmbientNoteWorkflow")
@@ -100,11 +96,11 @@ class AmbientNoteWorkflow:
         asyncio.create_task(self._sla(ended))  # noqa: RUF006 - it ends with the note or the run
 
         self._stage(AmbientStage.AWAITING_CONSENT)
-        if not await self._until(lambda: s.consent is not None, workflow.now() + CONSENT_WAIT):
+        if not await until(lambda: s.consent is not None, workflow.now() + CONSENT_WAIT):
             s.reason = f"no consent recorded within {CONSENT_WAIT}"
         elif s.consent is not None:
             verb = "consent-granted" if s.consent.granted else "consent-declined"
-            await self._audit(verb, s.consent.recorded_by, "Consent", "")
+            await audit(verb, s.consent.recorded_by, "Consent", "")
             if not s.consent.granted:
                 s.reason = "the patient declined ambient recording"
         if s.consent is None or not s.consent.granted:
@@ -134,7 +130,7 @@ class AmbientNoteWorkflow:
                 s.transcript = await retry_rules.execute(
                     retry_rules.AMBIENT_STT,
                     SpeechActivities.transcribe,
-                    TranscribeRequest(audio_ref=inp.ref, hotwords=[*ctx.hotwords, *TERMS[inp.specialty]]),
+                    TranscribeRequest(audio_ref=inp.ref, vocabulary=[*ctx.vocabulary, *TERMS[inp.specialty]]),
                     task_queue=inp.stt_queue,
                 )
             except ActivityError as err:
@@ -165,16 +161,20 @@ class AmbientNoteWorkflow:
                 raise
             return self._end(AmbientStage.DEID_REFUSED, _message(err) + "; the gateway was not called")
         s.replaced = prepared.replaced
-        draft = await self._draft(ctx, prepared.text, inp, wid)
-        if draft is None:
-            return self._end(AmbientStage.NO_DRAFT, s.reason)
+        drafted = await draft(ctx, prepared.text, inp.specialty, inp.encounter_id)
+        if drafted.note is None:
+            await notice(
+                "sla-escalation", "no-draft", OPERATIONS, "no AI draft: the physician writes the note"
+            )
+            return self._end(AmbientStage.NO_DRAFT, drafted.reason)
+        s.engine = drafted.engine
 
         self._stage(AmbientStage.WRITING)
         written = await retry_rules.execute(
             retry_rules.AMBIENT_WRITE,
             AmbientActivities.write_note,
             WriteNoteRequest(
-                workflow_id=wid, context=ctx, specialty=inp.specialty, note=draft, engine=s.engine
+                workflow_id=wid, context=ctx, specialty=inp.specialty, note=drafted.note, engine=s.engine
             ),
         )
         s.document_id, s.task_id, s.note = written.document_id, written.task_id, written.text
@@ -183,51 +183,18 @@ class AmbientNoteWorkflow:
         s.note_ready_minutes = round((s.note_ready_at - ended).total_seconds() / 60, 2)
         return await self._review(inp, wid)
 
-    async def _draft(
-        self, ctx: EncounterContext, text: str, inp: NoteInput, wid: str
-    ) -> dict[str, object] | None:
-        evidence = [Evidence(id="transcript", kind="transcript", title="Encounter transcript", text=text)]
-        evidence += [
-            Evidence(id=c.id, kind="fhir", title=c.display, text=f"{c.display} (ICD-10-CM {c.code})")
-            for c in ctx.conditions
-        ]
-        task = SoapNoteInput(
-            specialty=inp.specialty.value,
-            encounter_id=inp.encounter_id,
-            template=list(TEMPLATES[inp.specialty]),
-        )
-        req = DraftInput.of(
-            task,
-            team_id=PIPELINES_TEAM,
-            use_case=PIPELINE,
-            tier=Tier.FRONTIER,
-            evidence=evidence,
-            request_id=step_key(wid, "draft"),
-            patient_id=ctx.patient_id,
-        )
-        try:
-            out = await retry_rules.execute(retry_rules.AMBIENT_DRAFT, LlmActivities.draft, req)
-        except ActivityError as err:
-            self._s.reason = f"the AI gateway could not draft the note: {_message(err)}"
-            await self._notice(
-                "sla-escalation", "no-draft", OPERATIONS, "no AI draft: the physician writes the note"
-            )
-            return None
-        self._s.engine = f"{out.provider}/{out.model}"
-        return out.output
-
     async def _review(self, inp: NoteInput, wid: str) -> AmbientStatus:
         s = self._s
         self._stage(AmbientStage.AWAITING_SIGNATURE)
         ready = s.note_ready_at or workflow.now()
         for n, (after, kind) in enumerate(REVIEW_NOTICES, 1):
-            if await self._until(lambda: self._decision is not None, ready + after):
+            if await until(lambda: self._decision is not None, ready + after):
                 break
             to = OPERATIONS if kind == "review-escalation" else s.physician_id
-            await self._notice(kind, f"{kind}-{n}", to, f"note unsigned {after} after it was ready")
+            await notice(kind, f"{kind}-{n}", to, f"note unsigned {after} after it was ready")
             s.reminders += kind == "review-reminder"
             s.escalated = s.escalated or kind == "review-escalation"
-        if not await self._until(lambda: self._decision is not None, ready + REVIEW_WINDOW):
+        if not await until(lambda: self._decision is not None, ready + REVIEW_WINDOW):
             return self._end(
                 AmbientStage.UNSIGNED, f"not signed within {REVIEW_WINDOW}: the draft stays preliminary"
             )
@@ -249,7 +216,7 @@ class AmbientNoteWorkflow:
                 text=text,
             ),
         )
-        await self._audit(
+        await audit(
             "sign" if signing else "discard", decision.practitioner_id, "DocumentReference", s.document_id
         )
         self._closed = True
@@ -271,7 +238,7 @@ class AmbientNoteWorkflow:
         if verdict.alert:
             s.quality_alert = True
             mean = f"{(verdict.mean_edit_distance or 0):.0%}"
-            await self._notice(
+            await notice(
                 "quality-alert",
                 "quality-alert",
                 OPERATIONS,
@@ -285,16 +252,14 @@ class AmbientNoteWorkflow:
 
         self._stage(AmbientStage.AWAITING_CODING)
         start, n = workflow.now(), 0
-        while not await self._until(
+        while not await until(
             lambda: s.codes_final, min(workflow.now() + CODING_REMINDER, start + CODING_WINDOW)
         ):
             if workflow.now() >= start + CODING_WINDOW:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return self._end(AmbientStage.COMPLETED, f"signed; codes not reviewed within {CODING_WINDOW}")
             n += 1
-            await self._notice(
-                "coding-reminder", f"coding-reminder-{n}", "coding", "candidate codes await review"
-            )
+            await notice("coding-reminder", f"coding-reminder-{n}", "coding", "candidate codes await review")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await retry_rules.execute(
             retry_rules.AMBIENT_STEP,
@@ -310,10 +275,10 @@ class AmbientNoteWorkflow:
 
     async def _sla(self, ended: datetime) -> None:
         s = self._s
-        if await self._until(lambda: bool(s.document_id) or s.stage.settled, ended + SLA_ESCALATION):
+        if await until(lambda: bool(s.document_id) or s.stage.settled, ended + SLA_ESCALATION):
             return
         s.sla_escalated = True
-        await self._notice(
+        await notice(
             "sla-escalation",
             "sla-escalation",
             OPERATIONS,
@@ -328,45 +293,30 @@ class AmbientNoteWorkflow:
 
     @consent.validator
     def _validate_consent(self, req: Consent) -> None:
-        if self._s.consent is not None:
-            raise ValueError("consent was already recorded for this encounter")
-        if self._s.stage.settled:
-            raise ValueError(f"the note workflow has ended ({self._s.stage})")
+        _refuse(consent_problem(self._s))
 
     @workflow.update(name="sign")
     async def sign(self, req: SignRequest) -> ReviewOutcome:
         """Returns once the DocumentReference is final in the EHR."""
-        self._decision = req
-        await workflow.wait_condition(lambda: self._closed)
-        return ReviewOutcome(
-            stage=self._s.stage, detail=f"signed: DocumentReference/{self._s.document_id} is final"
-        )
+        return await self._decide(req, "signed: DocumentReference/{} is final")
 
     @sign.validator
     def _validate_sign(self, req: SignRequest) -> None:
-        self._check_reviewer(req.practitioner_id, "sign")
+        _refuse(reviewer_problem(self._s, self._decision is not None, req.practitioner_id, "sign"))
 
     @workflow.update(name="discard")
     async def discard(self, req: DiscardRequest) -> ReviewOutcome:
         """Returns once the draft is withdrawn in the EHR."""
-        self._decision = req
-        await workflow.wait_condition(lambda: self._closed)
-        return ReviewOutcome(
-            stage=self._s.stage, detail=f"discarded: DocumentReference/{self._s.document_id} withdrawn"
-        )
+        return await self._decide(req, "discarded: DocumentReference/{} withdrawn")
 
     @discard.validator
     def _validate_discard(self, req: DiscardRequest) -> None:
-        self._check_reviewer(req.practitioner_id, "discard")
+        _refuse(reviewer_problem(self._s, self._decision is not None, req.practitioner_id, "discard"))
 
-    def _check_reviewer(self, practitioner_id: str, verb: str) -> None:
-        s = self._s
-        if s.stage is not AmbientStage.AWAITING_SIGNATURE or self._decision is not None:
-            raise ValueError(f"nothing awaits a signature: the note is {s.stage}")
-        if practitioner_id != s.physician_id:
-            raise ValueError(
-                f"only the encounter's physician (Practitioner/{s.physician_id}) may {verb} this note"
-            )
+    async def _decide(self, req: SignRequest | DiscardRequest, done: str) -> ReviewOutcome:
+        self._decision = req  # the run acts on it; the caller hears once the EHR has it
+        await workflow.wait_condition(lambda: self._closed)
+        return ReviewOutcome(stage=self._s.stage, detail=done.format(self._s.document_id))
 
     @workflow.update(name="codes")
     async def codes(self, req: CodesReview) -> FinalCodes:
@@ -383,68 +333,18 @@ class AmbientNoteWorkflow:
             ),
         )
         s.codes, s.codes_final, self._coder = final.codes, True, req.coder_id
-        await self._audit("codes", req.coder_id, "DocumentReference", s.document_id)
+        await audit("codes", req.coder_id, "DocumentReference", s.document_id)
         return final
 
     @codes.validator
     def _validate_codes(self, req: CodesReview) -> None:
-        s = self._s
-        if not s.document_id or s.stage.settled:
-            raise ValueError(f"no candidate codes await review: the note is {s.stage}")
-        if s.codes_final or self._coding:
-            raise ValueError("the codes are final already")
-        unknown = [
-            c
-            for c in req.remove
-            if c.upper().replace(".", "") not in {x.code.upper().replace(".", "") for x in s.codes}
-        ]
-        if unknown:
-            raise ValueError(f"not among the candidates: {', '.join(unknown)}")
+        _refuse(codes_problem(self._s, self._coding, req))
 
     @workflow.query(name="status")
     def status(self) -> AmbientStatus:
         return self._s
 
     # -- helpers ---------------------------------------------------------------------------------
-    async def _until(self, done: Callable[[], bool], at: datetime) -> bool:
-        """Wait for `done` until `at`: True if it came."""
-        timeout = (at - workflow.now()).total_seconds()
-        if done():
-            return True
-        if timeout <= 0:
-            return False
-        try:
-            await workflow.wait_condition(done, timeout=timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _notice(self, kind: str, step: str, to: str, detail: str) -> None:
-        await retry_rules.execute(
-            retry_rules.AMBIENT_STEP,
-            AmbientActivities.notice,
-            NoticeRequest(
-                workflow_id=workflow.info().workflow_id, kind=kind, step=step, recipient_id=to, detail=detail
-            ),
-        )
-
-    async def _audit(self, action: str, actor: str, resource_type: str, resource_id: str) -> None:
-        wid = workflow.info().workflow_id
-        event = AuditEvent(
-            event_type=AuditEventType.REVIEWER_ACTION,
-            actor=actor,
-            actor_type="user",
-            action=AuditAction.UPDATE if resource_id else AuditAction.CREATE,
-            resource_type=resource_type,
-            resource_id=resource_id or None,
-            workflow_id=wid,
-            detail={"action": action},
-            occurred_at=workflow.now(),
-        )
-        await retry_rules.execute(
-            retry_rules.AMBIENT_STEP, AuditActivities.record, RecordAuditInput(event=event, step=action)
-        )
-
     def _end(self, stage: AmbientStage, reason: str) -> AmbientStatus:
         self._s.reason = reason
         self._stage(stage)

@@ -86,6 +86,103 @@ PLAN: dict[str, str] = {
     "rheumatoid_arthritis": "We will check inflammatory markers and see rheumatology.",
     "chest_pain": "We will repeat the troponin in three hours and keep you on the monitor.",
 }
+# A long visit's review of systems: each symptom asked once, answered in one of several ways, so a
+# 15-minute visit is as varied as a real one (a script that repeats itself is not what a badge hears,
+# and Whisper's repetition guard rightly drops text that loops).
+SYMPTOMS = (
+    "headaches", "dizziness", "nausea", "heartburn", "constipation", "trouble sleeping", "joint pain",
+    "a cough", "fevers", "night sweats", "blurred vision", "numbness in your feet", "palpitations",
+    "trouble swallowing", "blood in your stool", "a rash", "low mood", "memory problems", "falls",
+    "trouble passing urine", "tiredness", "muscle cramps", "ringing in your ears", "leg swelling",
+    "loss of appetite", "shortness of breath at night", "pain when you walk", "itching", "dry mouth",
+    "wheezing", "sore throat", "anxiety", "back stiffness", "cold hands", "bruising", "weight gain",
+)  # fmt: skip
+WHEN = ("in the morning", "in the evening", "after meals", "at night", "when I climb stairs", "on weekends")
+COUNTS = ("once", "twice", "three times", "a few times", "most days")
+PERIODS = ("this week", "in the last month", "since the summer", "over the last two weeks")
+LIFESTYLE = (
+    ("How many days a week do you get out for a walk?", "About {n} days, for twenty minutes or so."),
+    ("What did you have for breakfast today?", "Oatmeal with some fruit and a cup of coffee."),
+    ("Are you still working?", "Part time, {n} mornings a week at the library."),
+    ("How much water do you drink in a day?", "Maybe {n} glasses, I should drink more."),
+    ("Have you had your flu shot this year?", "Yes, at the pharmacy last month."),
+    ("Do you check your blood pressure at home?", "Now and then, the numbers vary a lot."),
+    ("Any trips planned?", "We are visiting my sister in {n} weeks."),
+    ("How are things at home?", "Busy, my grandson stays with us on Tuesdays."),
+)  # fmt: skip
+NUMBERS = ("two", "three", "four", "five")
+REMEDIES = (
+    "Resting",
+    "A warm shower",
+    "Sitting up",
+    "Drinking water",
+    "Taking a short walk",
+    "Nothing really",
+)
+HISTORY = (
+    ("Have you had any operations?", "My gallbladder came out about ten years ago."),
+    ("Does anyone in your family have heart problems?", "My father had a heart attack in his sixties."),
+    ("Any allergies to medicines?", "Penicillin gives me a rash."),
+    ("Have you been in the hospital this year?", "Not this year, thankfully."),
+    ("Did your mother have diabetes?", "She did, in her later years."),
+    ("Any history of cancer in the family?", "My aunt had breast cancer."),
+    ("Do you use any herbal supplements?", "Just vitamin D and fish oil."),
+    ("When was your last eye exam?", "Last spring, the glasses are new."),
+)  # fmt: skip
+COUNSEL = (
+    "Let us talk about food for a moment. Try to fill half the plate with vegetables, choose whole grains, "
+    "and keep fried food and sweets for special occasions. Small changes you can keep are better than big "
+    "ones you cannot.",
+    "Exercise matters as much as any pill. Aim for thirty minutes of walking on most days; it can be split "
+    "into ten minute pieces, and a flat route is fine to start with.",
+    "Sleep is part of the treatment too. Keep the same bedtime, put the phone away an hour before, and "
+    "avoid coffee after lunch. Tell me if you snore loudly or stop breathing at night.",
+    "Please bring every bottle you take to the next visit, including vitamins and anything from the "
+    "pharmacy shelf, so we can check for interactions and remove anything you no longer need.",
+    "If you ever have crushing chest pain, sudden weakness on one side, or trouble speaking, call an "
+    "ambulance right away rather than waiting for an appointment.",
+    "To prevent falls at home, keep the hallways lit at night, remove loose rugs, and use the handrail on "
+    "the stairs. A grab bar in the shower is worth the cost.",
+    "Stress can raise your numbers as well. Some people find a short walk after dinner or a few minutes of "
+    "slow breathing helps, and the clinic has a counselor if you would like to talk to someone.",
+    "You are due for a few screening tests this year. The nurse will go through them with you and book "
+    "the ones you want on your way out.",
+    "The patient portal shows your results as soon as they are ready, and you can send us a message there "
+    "instead of waiting on the phone.",
+    "If cost is ever a problem with any of your prescriptions, tell us, because there is usually a cheaper "
+    "option that works just as well.",
+)
+PATIENT_ASKS = (
+    ("Is it safe for me to keep exercising?", "Yes, walking is good for you; stop if you get chest pain."),
+    ("Should I cut down on salt?", "Yes, less salt helps your blood pressure and any swelling."),
+    ("Can I still have a glass of wine?", "One glass now and then is fine with your medicines."),
+    ("Will I need this medicine for life?", "Probably for a long time; we will review it every year."),
+    ("Are the side effects dangerous?", "Most are mild; call us if you notice anything new."),
+    ("How soon will I feel better?", "Most people notice a change within two to four weeks."),
+    ("Can I take ibuprofen for the aches?", "Acetaminophen is the safer choice for you."),
+    ("Do I need to fast before the blood test?", "Yes, nothing but water after midnight."),
+)  # fmt: skip
+
+
+def _review_of_systems(rng: random.Random) -> list[tuple[str, str]]:
+    """Questions and answers in an order no two visits share; a symptom the patient has is followed up."""
+    pairs: list[tuple[str, str]] = []
+    for sym in rng.sample(SYMPTOMS, len(SYMPTOMS)):
+        if rng.random() < 0.5:
+            pairs.append((f"Any {sym}?", rng.choice([f"No, no {sym}.", f"No, I have not had {sym}."])))
+            continue
+        pairs.append((f"Any {sym}?", f"Some {sym}, {rng.choice(COUNTS)} {rng.choice(PERIODS)}, "
+                                     f"mostly {rng.choice(WHEN)}."))  # fmt: skip
+        pairs.append(("When did that start?", f"About {rng.choice(NUMBERS)} weeks ago."))
+        pairs.append(
+            ("How bad is it, from one to ten?", f"Maybe a {rng.choice(NUMBERS)}, it comes and goes.")
+        )
+        pairs.append(("Does anything make it better?", f"{rng.choice(REMEDIES)} helps a little."))
+    pairs += [(q, a.format(n=rng.choice(NUMBERS))) for q, a in (*LIFESTYLE, *HISTORY)]
+    rng.shuffle(pairs)
+    return pairs
+
+
 # The physician's spoken assessment, in the words a note codes from.
 ASSESS: dict[str, str] = {
     "diabetes": "Your type 2 diabetes is not at goal.",
@@ -193,18 +290,32 @@ def encounter(
     target = minutes * WORDS_PER_MINUTE
     fillers = list(FILLER)
     rng.shuffle(fillers)
-    while sum(len(t.text.split()) for t in say) < target * 0.7 and fillers:
-        q, a = fillers.pop()
+    fillers += _review_of_systems(rng)
+    while sum(len(t.text.split()) for t in say) < target * 0.85 and fillers:
+        q, a = fillers.pop(0)
         doctor(q)
         patient_says(a)
     doctor("Let me examine you. " + " ".join(EXAM[k] for k in focus))
     doctor("My assessment: " + " ".join(ASSESS[k] for k in focus))
     doctor("Here is the plan. " + " ".join(PLAN[k] for k in focus))
     patient_says("That sounds good. Thank you, doctor.")
-    while sum(len(t.text.split()) for t in say) < target * 0.9:
-        key = rng.choice(focus)
-        doctor(f"To go over it again: {PLAN[key]}")
-        patient_says(rng.choice(["Okay, I understand.", "Yes, I will do that.", "Got it, thank you."]))
+    asks, counsel = list(PATIENT_ASKS), list(COUNSEL)
+    rng.shuffle(asks)
+    rng.shuffle(counsel)
+    while sum(len(t.text.split()) for t in say) < target * 0.9 and (asks or fillers or counsel):
+        if asks:
+            q, a = asks.pop()
+            patient_says(q)
+            doctor(a)
+        if counsel:
+            doctor(counsel.pop())
+            patient_says(
+                rng.choice(["Okay, that makes sense.", "I will try that.", "Good to know, thank you."])
+            )
+        if fillers:
+            q, a = fillers.pop(0)
+            doctor("One more thing. " + q)
+            patient_says(a)
     return Encounter(specialty, f"{given} {family}", born, tuple(say), tuple(focus), tuple(meds))
 
 

@@ -171,14 +171,16 @@ def transcribe(
     audio: NDArray[np.float32],
     *,
     offset: float = 0.0,
-    hotwords: Sequence[str] = (),
-    initial_prompt: str | None = None,
+    vocabulary: Sequence[str] = (),
+    vocabulary_mode: str = "prompt",
     language: str = "en",
     beam_size: int = 5,
 ) -> Iterator[Segment]:
     """The plausible segments of `audio` from `offset` seconds on, as they are decoded (lazily: the
-    caller records progress per segment).  Hotwords: the patient's conditions and medications and the
-    specialty's terms, which Whisper then prefers where the audio allows them."""
+    caller records progress per segment).  `vocabulary` (the patient's conditions and medicines, the
+    specialty's terms) biases the decoder towards those words: as an initial prompt ("prompt", the
+    default: the first window only), as faster-whisper's hotwords ("hotwords": every window; with
+    Whisper base this loses whole stretches of speech, bench/ambient_bench.py), or not at all ("off")."""
     start = max(0, int(offset * SAMPLE_RATE))
     options: dict[str, Any] = {
         "language": language,
@@ -187,10 +189,10 @@ def transcribe(
         "condition_on_previous_text": False,
         "word_timestamps": True,  # diarization labels words, so a segment spanning two turns is split
     }
-    if hotwords:
-        options["hotwords"] = " ".join(hotwords)
-    if initial_prompt:
-        options["initial_prompt"] = initial_prompt
+    if vocabulary and vocabulary_mode == "prompt":
+        options["initial_prompt"] = "Clinic visit. " + ", ".join(vocabulary) + "."
+    elif vocabulary and vocabulary_mode == "hotwords":
+        options["hotwords"] = " ".join(vocabulary)
     segments, _ = model.transcribe(audio[start:], **options)
     for s in segments:
         words = tuple((round(offset + w.start, 3), round(offset + w.end, 3), w.word) for w in s.words or ())

@@ -93,16 +93,21 @@ class Spoken:
 
 
 def speak_turns(
-    turns: Sequence[Turn], *, pause: float = 0.6, noise_db: float | None = None, seed: int = 0
+    turns: Sequence[Turn],
+    *,
+    pause: float = 0.6,
+    noise_db: float | None = None,
+    seed: int = 0,
+    words_per_minute: int = 150,
 ) -> Spoken:
-    """The visit as one recording: each turn in its speaker's voice, `pause` seconds between turns, and
-    room noise `noise_db` dB below full scale throughout when given."""
+    """The visit as one recording: each turn in its speaker's voice at `words_per_minute`, `pause`
+    seconds between turns, and room noise `noise_db` dB below full scale throughout when given."""
     gap = np.zeros(int(pause * SAMPLE_RATE), np.float32)
     parts: list[NDArray[np.float32]] = [gap]
     spans: list[tuple[float, float, Speaker]] = []
     at = len(gap)
     for t in turns:
-        said = speak(t.text, VOICES[t.speaker])
+        said = speak(t.text, VOICES[t.speaker], words_per_minute)
         spans.append((at / SAMPLE_RATE, (at + len(said)) / SAMPLE_RATE, t.speaker))
         parts += [said, gap]
         at += len(said) + len(gap)

@@ -149,12 +149,14 @@ class EncounterContext(BaseModel):
     physician_id: str  # who may sign
     conditions: list[CodedCondition] = Field(default_factory=list)
     medications: list[str] = Field(default_factory=list)
-    hotwords: list[str] = Field(default_factory=list)  # conditions, medications, the specialty's terms
+    vocabulary: list[str] = Field(
+        default_factory=list
+    )  # conditions, medications (the specialty's terms added)
 
 
 class TranscribeRequest(BaseModel):
     audio_ref: str
-    hotwords: list[str] = Field(default_factory=list)
+    vocabulary: list[str] = Field(default_factory=list)  # words the decoder should prefer
 
 
 class TranscriptRef(BaseModel):

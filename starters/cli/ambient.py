@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from temporalio.client import Client
 
@@ -249,8 +250,8 @@ def codes_cmd(
     """Accept the candidate codes (less --remove, plus --add): they become final."""
     try:
         review = CodesReview(coder_id=coder, remove=remove or [], add=add or [])
-    except ValueError as exc:
-        raise CliError(str(exc).splitlines()[-1]) from None
+    except ValidationError as exc:
+        raise CliError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
     _decide(workflow, lambda c, w, p: client_of.review_codes(c, w, review, p))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Callable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -130,61 +131,51 @@ async def wait_for(
         await asyncio.sleep(0.5)
 
 
-async def record_consent(client: Client, wid: str, consent: Consent, pool: asyncpg.Pool) -> ReviewOutcome:
-    outcome: ReviewOutcome = await execute_audited(
+async def _decision(
+    client: Client,
+    wid: str,
+    update: Any,
+    req: Any,
+    pool: asyncpg.Pool,
+    actor: str,
+    action: str,
+    resource: str,
+) -> Any:
+    return await execute_audited(
         client,
         wid,
-        AmbientNoteWorkflow.consent,
-        consent,
+        update,
+        req,
         audit_pool=pool,
-        actor=consent.recorded_by,
-        action="consent",
-        resource_type="Consent",
+        actor=actor,
+        action=action,
+        resource_type=resource,
         what="ambient note",
     )
-    return outcome
+
+
+async def record_consent(client: Client, wid: str, consent: Consent, pool: asyncpg.Pool) -> ReviewOutcome:
+    return await _decision(
+        client, wid, AmbientNoteWorkflow.consent, consent, pool, consent.recorded_by, "consent", "Consent"
+    )
 
 
 async def sign(client: Client, wid: str, req: SignRequest, pool: asyncpg.Pool) -> ReviewOutcome:
-    outcome: ReviewOutcome = await execute_audited(
-        client,
-        wid,
-        AmbientNoteWorkflow.sign,
-        req,
-        audit_pool=pool,
-        actor=f"Practitioner/{req.practitioner_id}",
-        action="sign",
-        resource_type="DocumentReference",
-        what="ambient note",
+    actor = f"Practitioner/{req.practitioner_id}"
+    return await _decision(
+        client, wid, AmbientNoteWorkflow.sign, req, pool, actor, "sign", "DocumentReference"
     )
-    return outcome
 
 
 async def discard(client: Client, wid: str, req: DiscardRequest, pool: asyncpg.Pool) -> ReviewOutcome:
-    outcome: ReviewOutcome = await execute_audited(
-        client,
-        wid,
-        AmbientNoteWorkflow.discard,
-        req,
-        audit_pool=pool,
-        actor=f"Practitioner/{req.practitioner_id}",
-        action="discard",
-        resource_type="DocumentReference",
-        what="ambient note",
+    actor = f"Practitioner/{req.practitioner_id}"
+    return await _decision(
+        client, wid, AmbientNoteWorkflow.discard, req, pool, actor, "discard", "DocumentReference"
     )
-    return outcome
 
 
 async def review_codes(client: Client, wid: str, req: CodesReview, pool: asyncpg.Pool) -> FinalCodes:
-    final: FinalCodes = await execute_audited(
-        client,
-        wid,
-        AmbientNoteWorkflow.codes,
-        req,
-        audit_pool=pool,
-        actor=req.coder_id,
-        action="codes",
-        resource_type="DocumentReference",
-        what="ambient note",
+    """The coder's decision; the answer lists added codes the code set refused."""
+    return await _decision(
+        client, wid, AmbientNoteWorkflow.codes, req, pool, req.coder_id, "codes", "DocumentReference"
     )
-    return final

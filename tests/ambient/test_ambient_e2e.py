@@ -14,11 +14,9 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -39,8 +37,6 @@ from careflow.deid import note_values
 from careflow.fhir.client import FhirClient
 from careflow.fhir.codes import CONDITIONS
 from careflow.fhir.synthetic import generate_ehr
-from careflow.llm.config import GatewayConfig
-from careflow.llm.teams import Team, TeamStore, sign_team_token
 from careflow.models.ambient import (
     AmbientStage,
     AmbientStatus,
@@ -56,6 +52,7 @@ from starters.api.app import create_app
 from starters.clients import ambient as client_of
 from starters.clients.updates import ReviewRefused
 from tests.support.fhir_sandbox import PREFIX, sandbox_app, serve
+from tests.support.teams import chart_reader_token
 from tests.support.wait import wait_until
 from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
 
@@ -152,16 +149,7 @@ async def api(settings: Settings, task_queue: str) -> AsyncIterator[Api]:
     app = create_app(settings)
     app.state.ambient_task_queue = task_queue
     app.state.ambient_stt_queue = f"{task_queue}-stt"
-    team_id = f"team-{uuid.uuid4().hex[:8]}"
-    pool = await create_pool(settings)
-    try:
-        team = Team(team_id=team_id, monthly_budget_usd=Decimal(10), tokens_per_minute=10_000)
-        await TeamStore(pool).create(
-            team.model_copy(update={"phi_permitted": True, "kb_tenants": ["default"]})
-        )
-    finally:
-        await pool.close()
-    token = sign_team_token(GatewayConfig().signing_secret(settings), team_id, ttl_days=1)
+    token = await chart_reader_token(settings)
     async with serve(app) as root, httpx.AsyncClient(base_url=root, timeout=60) as http:
         yield Api(http, token)
 

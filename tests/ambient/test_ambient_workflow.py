@@ -96,7 +96,7 @@ async def context(req: ContextRequest) -> EncounterContext:
         conditions=[
             CodedCondition(id="Condition/c1", code="M17.11", display="Primary osteoarthritis, right knee")
         ],
-        hotwords=["osteoarthritis"],
+        vocabulary=["osteoarthritis"],
     )
 
 

@@ -118,3 +118,40 @@ def test_transcript_forms() -> None:
     )
     assert Transcript.from_json(timed.to_json()) == timed and timed.speech_seconds == 2.5
     assert timed.labelled() == "Doctor: Hello.\nSpeaker: Hi."
+
+
+def test_the_encounter_context_from_the_ehrs_resources() -> None:
+    from careflow.ambient.context import NoPhysician, encounter_context
+
+    enc = {
+        "id": "e1",
+        "subject": {"reference": "Patient/p1"},
+        "participant": [{"individual": {"reference": "Practitioner/dr-a"}}],
+    }
+    conditions = [
+        {
+            "id": "c1",
+            "code": {
+                "coding": [
+                    {"system": "http://snomed.info/sct", "code": "38341003"},
+                    {
+                        "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                        "code": "I10",
+                        "display": "Essential (primary) hypertension",
+                    },
+                ]
+            },
+        },
+        {"id": "c2", "code": {"text": "uncoded"}},
+    ]
+    meds = [
+        {"medicationCodeableConcept": {"coding": [{"display": "lisinopril"}]}},
+        {"medicationCodeableConcept": {}},
+    ]
+    ctx = encounter_context(enc, conditions, meds, None)
+    assert (ctx.patient_id, ctx.physician_id, ctx.medications) == ("p1", "dr-a", ["lisinopril"])
+    assert [(x.id, x.code) for x in ctx.conditions] == [("Condition/c1", "I10")]
+    assert ctx.vocabulary == ["Essential (primary) hypertension", "lisinopril"]
+    assert encounter_context(enc, [], [], "dr-badge").physician_id == "dr-badge"  # the badge owner first
+    with pytest.raises(NoPhysician, match="names no practitioner"):
+        encounter_context({"id": "e2", "subject": {"reference": "Patient/p1"}}, [], [], None)

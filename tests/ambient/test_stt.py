@@ -88,9 +88,11 @@ def test_a_minute_of_silence_and_room_noise_gives_no_text(model: object) -> None
     assert list(stt.transcribe(model, np.concatenate([silence, room]))) == []  # type: ignore[arg-type]
 
 
-def test_speech_with_the_patients_medications_as_hotwords(model: object) -> None:
+@pytest.mark.parametrize("mode", ["prompt", "hotwords"])
+def test_speech_with_the_patients_medications_as_vocabulary(model: object, mode: str) -> None:
     audio = stt.load_audio(AUDIO / "three-sentences.flac")
-    segments = list(stt.transcribe(model, audio, hotwords=["metformin", "lisinopril"]))  # type: ignore[arg-type]
+    words = ["metformin", "lisinopril"]
+    segments = list(stt.transcribe(model, audio, vocabulary=words, vocabulary_mode=mode))  # type: ignore[arg-type]
     text = " ".join(s.text for s in segments).lower()
     assert "chest pain" in text and "metformin" in text and "lisinopril" in text
     assert "150 over 90" in text or "one fifty over ninety" in text
@@ -104,7 +106,7 @@ FIRST_SENTENCE_ENDS = 4.85  # a.wav's length: the retry resumes after the first 
 def test_a_resumed_transcription_starts_at_the_offset_with_the_recordings_timestamps(model: object) -> None:
     audio = stt.load_audio(AUDIO / "three-sentences.flac")
     words = ["metformin", "lisinopril"]
-    rest = list(stt.transcribe(model, audio, offset=FIRST_SENTENCE_ENDS, hotwords=words))  # type: ignore[arg-type]
+    rest = list(stt.transcribe(model, audio, offset=FIRST_SENTENCE_ENDS, vocabulary=words))  # type: ignore[arg-type]
     text = " ".join(s.text for s in rest).lower()
     assert rest and all(s.start >= FIRST_SENTENCE_ENDS for s in rest)
     assert "chest pain" not in text and "lisinopril" in text and "blood pressure" in text

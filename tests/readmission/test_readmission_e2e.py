@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import httpx
 import pytest_asyncio
@@ -29,8 +28,6 @@ from careflow.fhir.synthetic import generate_ehr
 from careflow.hl7.listener import MllpListener
 from careflow.hl7.mllp import Frame, MllpFramer, wrap
 from careflow.idempotency import step_identifier
-from careflow.llm.config import GatewayConfig
-from careflow.llm.teams import Team, TeamStore, sign_team_token
 from careflow.models.readmission import ModelAlias, ReadmissionStage, RiskTier, workflow_id
 from careflow.readmission import store, training
 from careflow.readmission.registry import ModelRegistry
@@ -38,6 +35,7 @@ from starters.api.app import create_app
 from starters.clients.readmission import adt_route
 from tests.support.fhir_sandbox import PREFIX, sandbox_app, serve
 from tests.support.hl7_samples import adt_a03
+from tests.support.teams import chart_reader_token
 from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
 from workflows.readmission import ReadmissionRiskWorkflow
 
@@ -203,16 +201,7 @@ class Api:
 async def api(settings: Settings, task_queue: str) -> AsyncIterator[Api]:
     app = create_app(settings)
     app.state.discharges_task_queue = task_queue
-    team_id = f"team-{uuid.uuid4().hex[:8]}"
-    pool = await create_pool(settings)
-    try:
-        team = Team(team_id=team_id, monthly_budget_usd=Decimal(10), tokens_per_minute=10_000)
-        await TeamStore(pool).create(
-            team.model_copy(update={"phi_permitted": True, "kb_tenants": ["default"]})
-        )
-    finally:
-        await pool.close()
-    token = sign_team_token(GatewayConfig().signing_secret(settings), team_id, ttl_days=1)
+    token = await chart_reader_token(settings)
     async with serve(app) as root, httpx.AsyncClient(base_url=root, timeout=30) as http:
         yield Api(http, token)
 

@@ -174,6 +174,11 @@ _OBJECTIVE = (
     "vitals", "reflex", "range of motion", "respiratory rate",
 )  # fmt: skip
 _PER_SECTION = 8
+# Words of a diagnosis's name that do not say which diagnosis it is (stemmed, as offline_rules.terms).
+_GENERIC_TERMS = frozenset(
+    "pain disease chronic acute essential primary unilateral bilateral right left stage organism "
+    "unspecified disorder mellitus syndrome".split()
+)
 
 
 def _speaker_role(label: str) -> str | None:
@@ -231,13 +236,20 @@ def draft_soap_note(inp: SoapNoteInput, evidence: list[Evidence]) -> SoapNote:
                 objective.append((t.id, s))
     objective += [(o.id, r.describe(o)) for o in _of(evidence, "observation")]
 
-    spoken = set(r.terms(" ".join(t.text for t in transcripts)))
+    # what the clinician said, sentence by sentence: a note codes the diagnoses the physician addressed,
+    # not every word of the patient's review of systems
+    said = {t.id: [set(r.terms(x)) for role, x in _utterances(t) if role == "clinician"] for t in transcripts}
     suggestions: list[IcdSuggestion] = []
     for c in _of(evidence, "condition"):
         description = r.name_of(c)
         distinct = [t for t in r.terms(description) if not r.ICD10.fullmatch(t.upper())]
-        needed = 1 if len(distinct) <= 2 else 2
-        discussed = [t.id for t in transcripts if sum(1 for d in distinct if d in spoken) >= needed]
+        specific = [t for t in distinct if t not in _GENERIC_TERMS] or distinct
+        needed = min(len(specific), 2)
+        # discussed: one of the clinician's sentences names it ("your hypertension", "osteoarthritis of the
+        # right knee"), not its words scattered over the visit ("low mood" ... "back stiffness")
+        discussed = [
+            t.id for t in transcripts if any(sum(d in s for d in specific) >= needed for s in said[t.id])
+        ]
         for code in r.icd10_codes(f"{c.title} {c.text}"):
             if discussed and code not in {s.code for s in suggestions} and len(suggestions) < 25:
                 suggestions.append(
@@ -260,9 +272,9 @@ def draft_soap_note(inp: SoapNoteInput, evidence: list[Evidence]) -> SoapNote:
             missing.append(f"{name}: nothing documented in the transcript or record.")
     if transcripts and not suggestions:
         missing.append("No coded diagnosis (ICD-10-CM) in the record matches what was discussed.")
-    said = " ".join(t.text for t in transcripts).lower()
+    whole = " ".join(t.text for t in transcripts).lower()
     for item in inp.template:
-        if transcripts and not any(term in said for term in item.terms):
+        if transcripts and not any(term in whole for term in item.terms):
             missing.append(f"Template: {item.name}: not documented")
     empty = "Not documented in the evidence provided."
     cited = [i for part in (subjective, objective, assessment, plan) for i, _ in part]
