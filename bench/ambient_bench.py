@@ -255,11 +255,13 @@ async def pipeline(visits: int, minutes: float, seed: int) -> None:
     from careflow.config import load_settings
     from careflow.models.ambient import AmbientStage, Consent, NoteSource, Specialty
     from careflow.phi_store import PhiStore
+    from careflow.security.logging import configure_logging
     from starters.cli.common import cli_connect
     from starters.clients import ambient as client_of
     from starters.demos.ambient import pick_visits
 
     settings = load_settings()
+    configure_logging("WARNING", settings.log_format)
     client = await cli_connect(settings)
     plan = [(list(Specialty)[n % 4], "audio") for n in range(visits)]
     chosen = await pick_visits(settings, client, minutes, plan)

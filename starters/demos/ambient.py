@@ -87,10 +87,10 @@ async def pick_visits(
             physician = str(enc["participant"][0]["individual"]["reference"]).removeprefix("Practitioner/")
             visits.append(Visit(str(enc["id"]), physician, script, mode))
             patients.add(pid)
-            if len(visits) == len(PLAN):
+            if len(visits) == len(plan):
                 return visits
     raise CliError(
-        "fewer than 3 clinic visits without a note in the EHR: run `careflow seed ehr --patients 20`"
+        f"fewer than {len(plan)} clinic visits without a note in the EHR: `careflow seed ehr --patients 40`"
     )
 
 
