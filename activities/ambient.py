@@ -285,13 +285,24 @@ class SpeechActivities:
                 loop.call_soon_threadsafe(found.put_nowait, None)
 
         worker = asyncio.create_task(asyncio.to_thread(decode))
-        last_beat = 0.0
-        while (seg := await found.get()) is not None:
-            done.append(Line(seg.start, seg.end, seg.text, words=list(seg.words)))
-            if time.monotonic() - last_beat > HEARTBEAT_EVERY:
-                partial = await self._checkpoint(done, partial)
-                activity.heartbeat({"partial": partial, "seconds": done[-1].end, "segments": len(done)})
+        saved, last_beat = len(done), time.monotonic()
+        while True:
+            # A timer, not the segments, paces the heartbeat: one segment can take longer than the
+            # heartbeat timeout on a busy machine, and a live decoding must not look like a dead worker.
+            if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                if len(done) > saved:
+                    partial, saved = await self._checkpoint(done, partial), len(done)
+                reached = done[-1].end if done else resumed
+                activity.heartbeat({"partial": partial, "seconds": reached, "segments": len(done)})
                 last_beat = time.monotonic()
+            try:
+                due = last_beat + HEARTBEAT_EVERY - time.monotonic()
+                seg = await asyncio.wait_for(found.get(), timeout=max(due, 0.1))
+            except TimeoutError:
+                continue
+            if seg is None:
+                break
+            done.append(Line(seg.start, seg.end, seg.text, words=list(seg.words)))
         await worker
         if not done:
             raise _fail(f"no speech in {seconds:.0f} s of audio", "NoSpeech")

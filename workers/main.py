@@ -23,7 +23,7 @@ from careflow.db.pool import create_pool
 from careflow.security.logging import get_logger
 from careflow.security.temporal import connect
 from workers.pipeline import ActivityFactory, ProcessClients
-from workers.registry import activities_for, sandbox_runner, workflows_for
+from workers.registry import activities_for, activity_slots, sandbox_runner, workflows_for
 
 log = get_logger("careflow.worker")
 
@@ -40,9 +40,11 @@ async def run_worker(
     metrics_port: int | None = None,
     workflows: Sequence[type] | None = None,
     activities: ActivityFactory | None = None,
+    slots: int | None = None,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then drain.  `workflows`/`activities` replace the registry's set."""
+    """Run until SIGTERM/SIGINT, then drain.  `workflows`/`activities`/`slots` replace the registry's:
+    `slots` is how many activities run at once (the queue's declaration, else the setting)."""
     identity = identity or default_identity(task_queue)
     # The SDK appends whole info dicts to messages by default; our processors add the ids instead.
     activity.logger.activity_info_on_message = False
@@ -58,6 +60,7 @@ async def run_worker(
     clients = ProcessClients(settings, pool, client.data_converter.payload_codec, identity)
     acts = list(activities(clients)) if activities else activities_for(task_queue, clients)
     wfs = list(workflows) if workflows is not None else workflows_for(task_queue)
+    slots = slots or activity_slots(task_queue) or settings.worker_max_concurrent_activities
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,7 +73,7 @@ async def run_worker(
         workflows=wfs,
         activities=acts,
         identity=identity,
-        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_activities=slots,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
         workflow_runner=sandbox_runner(),
@@ -84,6 +87,7 @@ async def run_worker(
                 metrics_port=metrics_port,
                 workflows=[w.__name__ for w in wfs],
                 activity_count=len(acts),
+                activity_slots=slots,
             )
             if ready:
                 ready()

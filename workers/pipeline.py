@@ -83,6 +83,17 @@ RouteFactory = Callable[["Client"], "Route[Any]"]
 
 
 @dataclass(frozen=True)
+class ActivityQueue:
+    """Activities on a queue of their own, so they scale apart (speech to text: careflow-stt)."""
+
+    activities: ActivityFactory
+    # The most of them one worker process runs at once; None: CAREFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES.
+    # Work that uses every core (speech decoding) takes 1: more would thrash, and the rest wait queued
+    # in Temporal for the next free worker, where another process or machine can take them.
+    slots: int | None = None
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """One pipeline, declared once: what the workers run, the CLI and API offer, `dev up` prepares."""
 
@@ -96,5 +107,4 @@ class Pipeline:
     routers: Sequence[APIRouter] = ()
     demo: Callable[..., None] | None = None  # a typer command: `careflow demo <name>`
     hl7: Mapping[str, RouteFactory] = field(default_factory=dict)  # "ORU^R01" -> its route, over MLLP
-    # Activities that run on a queue of their own, so they scale apart (speech to text: careflow-stt).
-    queues: Mapping[str, ActivityFactory] = field(default_factory=dict)
+    queues: Mapping[str, ActivityQueue] = field(default_factory=dict)  # queue name -> its activities

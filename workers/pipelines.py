@@ -44,7 +44,7 @@ from starters.demos import ambient as ambient_demo
 from starters.demos import lab_alert as lab_alert_demo
 from starters.demos import prior_auth as prior_auth_demo
 from starters.demos import readmission as readmission_demo
-from workers.pipeline import Pipeline, ProcessClients
+from workers.pipeline import ActivityQueue, Pipeline, ProcessClients
 from workflows import search_attributes as sa
 from workflows.ambient import AmbientNoteWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
@@ -149,7 +149,7 @@ AMBIENT = Pipeline(
     summary="Badge audio (or a diarized transcript) to a signed SOAP note, coded; consent first.",
     workflows=[AmbientNoteWorkflow],
     activities=_ambient_activities,
-    queues={STT: _speech_activities},
+    queues={STT: ActivityQueue(_speech_activities, slots=1)},
     search_attributes=[sa.PIPELINE, sa.STAGE, sa.TENANT, sa.SPECIALTY],
     commands=[ambient_cli.ambient_app],
     routers=[ambient_api.router],

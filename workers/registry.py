@@ -21,7 +21,15 @@ from careflow.security.temporal import data_converter
 from workers.pipeline import ProcessClients
 from workers.pipelines import PIPELINES
 
-__all__ = ["ALL_WORKFLOWS", "ProcessClients", "activities_for", "replayer", "sandbox_runner", "workflows_for"]
+__all__ = [
+    "ALL_WORKFLOWS",
+    "ProcessClients",
+    "activities_for",
+    "activity_slots",
+    "replayer",
+    "sandbox_runner",
+    "workflows_for",
+]
 
 
 def building_block_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -34,8 +42,13 @@ def building_block_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def activities_for(queue: str, clients: ProcessClients) -> list[Callable[..., Any]]:
     own = [fn for p in PIPELINES if p.task_queue == queue for fn in p.activities(clients)]
-    own += [fn for p in PIPELINES for q, make in p.queues.items() if q == queue for fn in make(clients)]
+    own += [fn for p in PIPELINES for aq in [p.queues.get(queue)] if aq for fn in aq.activities(clients)]
     return [*building_block_activities(clients), *own]
+
+
+def activity_slots(queue: str) -> int | None:
+    """How many activities one worker process on `queue` runs at once, where its pipeline says."""
+    return next((aq.slots for p in PIPELINES for q, aq in p.queues.items() if q == queue), None)
 
 
 def workflows_for(queue: str) -> list[type]:

@@ -9,8 +9,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from careflow.models.common import FhirId
 from careflow.task_queues import STT
 
 PIPELINE = "ambient"  # the CareflowPipeline search attribute's value, `careflow demo ambient`
@@ -70,7 +71,7 @@ _SETTLED = {s for s in AmbientStage if s.value in (
 
 
 class NoteInput(BaseModel):
-    encounter_id: str = Field(min_length=1, max_length=64)
+    encounter_id: FhirId
     source: NoteSource
     ref: str  # the PHI store reference of the audio or the diarized transcript
     specialty: Specialty = Specialty.PRIMARY_CARE
@@ -80,13 +81,6 @@ class NoteInput(BaseModel):
     stt_queue: str = STT  # where speech to text and diarization run (careflow-stt, a GPU pool, ...)
     # False only on a server without careflow's search attributes (the time-skipping test server).
     search_attributes: bool = True
-
-    @field_validator("encounter_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not all(ch.isalnum() or ch in "-." for ch in v):
-            raise ValueError("an Encounter id is letters, digits, '-' and '.' (FHIR id)")
-        return v
 
 
 # -- updates ----------------------------------------------------------------------------------------

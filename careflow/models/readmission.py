@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
+from careflow.models.common import FhirId
 from careflow.readmission.features import DischargeFeatures
 
 PIPELINE = "readmission"  # the CareflowPipeline search attribute's value
@@ -65,18 +66,11 @@ class ReadmissionStage(StrEnum):
 
 # -- one discharge --------------------------------------------------------------------------------
 class DischargeInput(BaseModel):
-    encounter_id: str = Field(min_length=1, max_length=64)  # the EHR's Encounter id (ADT: PV1-19)
+    encounter_id: FhirId  # the EHR's Encounter id (ADT: PV1-19)
     source: DischargeSource
     tenant_id: str = "default"
     # False only on a server without careflow's search attributes (the time-skipping test server).
     search_attributes: bool = True
-
-    @field_validator("encounter_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not all(ch.isalnum() or ch in "-." for ch in v):
-            raise ValueError("an Encounter id is letters, digits, '-' and '.' (FHIR id)")
-        return v
 
 
 class ReadRequest(BaseModel):

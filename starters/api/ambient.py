@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from careflow import task_queues
 from careflow.llm.teams import TENANT_PATTERN
 from careflow.models.ambient import Consent, NoteSource, Specialty
+from careflow.models.common import FHIR_ID
 from careflow.phi_store import PhiStore, TooLarge
 from careflow.security.logging import get_logger
 from starters.api.common import ApiError, TeamId, chart_reader_tenant, settings_of, temporal_of
@@ -28,7 +29,6 @@ from starters.clients.ambient import store_audio, submit
 
 router = APIRouter()
 log = get_logger(__name__)
-ENCOUNTER_ID = r"^[A-Za-z0-9\-.]{1,64}$"
 
 
 @router.post("/v1/encounters/{encounter_id}/audio")
@@ -41,12 +41,12 @@ async def encounter_audio(
     consent_recorded_by: str | None = None,
     tenant_id: str | None = None,
 ) -> Response:
-    if not re.match(ENCOUNTER_ID, encounter_id):
+    if not re.match(FHIR_ID, encounter_id):
         raise ApiError.invalid("encounter_id (a FHIR id: letters, digits, '-', '.')")
     if specialty not in {s.value for s in Specialty}:
         raise ApiError.invalid(f"specialty (one of {', '.join(s.value for s in Specialty)})")
     for name, value in (("physician_id", physician_id), ("consent_recorded_by", consent_recorded_by)):
-        if value is not None and not re.match(ENCOUNTER_ID, value):
+        if value is not None and not re.match(FHIR_ID, value):
             raise ApiError.invalid(f"{name} (a FHIR id)")
     if tenant_id is not None and not re.match(TENANT_PATTERN, tenant_id):
         raise ApiError.invalid("tenant_id")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from careflow import task_queues
 from careflow.llm.teams import TENANT_PATTERN
+from careflow.models.common import FHIR_ID
 from careflow.models.readmission import DischargeSource
 from careflow.security.logging import get_logger
 from starters.api.common import ApiError, TeamId, body_of, chart_reader_tenant, temporal_of
@@ -25,17 +26,16 @@ from starters.clients.readmission import start_discharge
 
 router = APIRouter()
 log = get_logger(__name__)
-ENCOUNTER_ID = r"^[A-Za-z0-9\-.]{1,64}$"  # a FHIR id
 
 
 class DischargeEvent(BaseModel):
     """`{"encounter_id": ...}`, or the Encounter resource itself (resourceType, id, status, ...)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    encounter_id: str | None = Field(None, pattern=ENCOUNTER_ID)
+    encounter_id: str | None = Field(None, pattern=FHIR_ID)
     tenant_id: str | None = Field(None, pattern=TENANT_PATTERN)  # default: the team's only tenant
     resource_type: str | None = Field(None, alias="resourceType")
-    id: str | None = Field(None, pattern=ENCOUNTER_ID)
+    id: str | None = Field(None, pattern=FHIR_ID)
     status: str | None = None
     hospitalization: dict[str, Any] | None = None
 

@@ -12,8 +12,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,11 +50,10 @@ from starters.api.app import create_app
 from starters.clients import ambient as client_of
 from starters.clients.updates import ReviewRefused
 from tests.support.fhir_sandbox import PREFIX, sandbox_app, serve
+from tests.support.processes import start_ready
 from tests.support.teams import chart_reader_token
 from tests.support.wait import wait_until
 from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -303,19 +300,7 @@ async def test_what_is_not_an_encounter_recording_is_refused_or_ends_named(
 
 
 async def start_speech_worker(queue: str) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.stt_worker",
-        queue,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=120)
-    assert line.strip() == b"READY", line
-    return proc
+    return await start_ready("stt_worker", queue, timeout=120)
 
 
 async def test_a_speech_worker_killed_mid_transcription_is_resumed_from_its_last_segment(

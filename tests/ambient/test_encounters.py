@@ -7,25 +7,18 @@ from datetime import date
 
 import pytest
 
-from careflow.ambient.encounters import Speaker, Specialty, Turn, encounter, parse_diarized
+from careflow.ambient.encounters import Speaker, Specialty, Turn, chart, encounter, parse_diarized
 from careflow.deid import Identifiers, deidentify, leaks
 from careflow.fhir import codes as c
 from careflow.fhir.synthetic import patient_bundle
 
 AS_OF = date(2026, 11, 27)
-RXNORM = {m.rxnorm: k for k, m in c.MEDICATIONS.items()}
 
 
-def chart(seed: int, index: int) -> tuple[dict, list[str], list[str]]:
-    profile, bundle = patient_bundle(seed, index, AS_OF)
-    resources = [e["resource"] for e in bundle["entry"]]
-    patient = next(r for r in resources if r["resourceType"] == "Patient")
-    meds = sorted({
-        RXNORM[cd["code"]]
-        for r in resources if r["resourceType"] == "MedicationRequest"
-        for cd in r["medicationCodeableConcept"]["coding"] if cd["code"] in RXNORM
-    })  # fmt: skip
-    return patient, list(profile.conditions), meds
+def chart_of(seed: int, index: int) -> tuple[dict, list[str], list[str]]:
+    """A synthetic EHR patient's chart, read the way the demo and the bench read it."""
+    _, bundle = patient_bundle(seed, index, AS_OF)
+    return chart([e["resource"] for e in bundle["entry"]])
 
 
 @pytest.mark.parametrize("specialty", list(Specialty))
@@ -33,7 +26,7 @@ def chart(seed: int, index: int) -> tuple[dict, list[str], list[str]]:
 def test_a_visit_of_the_asked_length_about_the_patients_own_conditions(
     specialty: Specialty, minutes: int
 ) -> None:
-    patient, conditions, meds = chart(7, 3)
+    patient, conditions, meds = chart_of(7, 3)
     enc = encounter(patient, conditions, meds, specialty, minutes, seed=1)
     assert minutes * 0.85 <= enc.minutes <= minutes * 1.3
     assert enc.turns[0].speaker is Speaker.DOCTOR and {t.speaker for t in enc.turns} == set(Speaker)
@@ -47,7 +40,7 @@ def test_a_visit_of_the_asked_length_about_the_patients_own_conditions(
 
 
 def test_the_patients_identifiers_are_planted_and_de_identification_removes_them() -> None:
-    patient, conditions, meds = chart(7, 5)
+    patient, conditions, meds = chart_of(7, 5)
     enc = encounter(patient, conditions, meds, Specialty.PRIMARY_CARE, 3, seed=2)
     text = enc.diarized()
     known = Identifiers.of_patient(patient)
@@ -61,7 +54,7 @@ def spoken(d: date) -> str:
 
 
 def test_a_diarized_transcript_round_trips() -> None:
-    patient, conditions, meds = chart(3, 1)
+    patient, conditions, meds = chart_of(3, 1)
     enc = encounter(patient, conditions, meds, Specialty.CARDIOLOGY, 2, seed=3)
     assert tuple(parse_diarized(enc.diarized())) == enc.turns
     assert parse_diarized("[Doctor] How are you?  [PATIENT]  Fine,\n thanks. [physician] Good.") == [

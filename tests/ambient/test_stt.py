@@ -110,3 +110,14 @@ def test_a_resumed_transcription_starts_at_the_offset_with_the_recordings_timest
     text = " ".join(s.text for s in rest).lower()
     assert rest and all(s.start >= FIRST_SENTENCE_ENDS for s in rest)
     assert "chest pain" not in text and "lisinopril" in text and "blood pressure" in text
+
+
+def test_a_speech_worker_decodes_one_recording_at_a_time_the_others_wait_queued() -> None:
+    """Decoding uses every core: careflow-stt declares one activity slot per worker process, and
+    `careflow worker --task-queue careflow-stt` takes it from the declaration (the main queue keeps
+    the setting's default)."""
+    from careflow import task_queues
+    from workers.registry import activity_slots
+
+    assert activity_slots(task_queues.STT) == 1
+    assert activity_slots(task_queues.MAIN) is None

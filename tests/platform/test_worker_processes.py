@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,25 +15,12 @@ import pytest
 from temporalio.client import Client
 
 from tests.support.hold import HoldInput, HoldWorkflow
+from tests.support.processes import start_ready
 from tests.support.wait import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-async def start_worker(queue: str) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.hold_worker",
-        queue,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-    assert line.strip() == b"READY", line
-    return proc
+async def start_worker(queue: str, slots: int | None = None) -> asyncio.subprocess.Process:
+    return await start_ready("hold_worker", queue, *([str(slots)] if slots else []), stderr=subprocess.PIPE)
 
 
 @pytest.fixture
@@ -90,3 +77,25 @@ async def test_sigterm_drains_the_running_activity(
     assert worker.stderr is not None
     logs = (await worker.stderr.read()).decode()
     assert "worker draining" in logs and "worker stopped" in logs
+
+
+@pytest.mark.parametrize("slots", [1, None])
+async def test_a_worker_runs_only_as_many_activities_at_once_as_its_slots(
+    client: Client, task_queue: str, workers: list, tmp_path: Path, slots: int | None
+) -> None:
+    """A queue that declares one slot (careflow-stt: a decoding uses every core) gets one activity at
+    a time per worker process; the others wait in Temporal's queue, none fails.  Without it they overlap."""
+    workers.append(await start_worker(task_queue, slots))
+    handles = [
+        await client.start_workflow(
+            HoldWorkflow.run,
+            HoldInput(seconds=1, marker_dir=str(tmp_path)),
+            id=f"hold-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        for _ in range(3)
+    ]
+    runs = sorted([await asyncio.wait_for(h.result(), timeout=60) for h in handles], key=lambda r: r.started)
+    assert [r.attempt for r in runs] == [1, 1, 1]
+    overlapped = any(b.started < a.ended for a, b in itertools.pairwise(runs))
+    assert overlapped == (slots is None)

@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,7 +54,8 @@ from starters.api import payer as api_payer
 from starters.clients.history import export_history
 from starters.clients.prior_auth import start_prior_auth, submit_review
 from starters.clients.updates import ReviewRefused
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN
+from tests.support.processes import start_ready
 from tests.support.serving import serve
 from tests.support.wait import wait_until
 from workers.registry import ProcessClients, activities_for, sandbox_runner, workflows_for
@@ -372,14 +372,7 @@ async def start_worker(
         "CAREFLOW_PAYER_BASE_URL": stack.payer_base,
     }
     args = [queue, str(marker_dir)] if marker_dir else [queue]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.pa_worker", *args, cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-    assert line.strip() == b"READY", line
-    return proc
+    return await start_ready("pa_worker", *args, env=env)
 
 
 async def test_kill_9_mid_write_leaves_one_document_and_one_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,18 +21,21 @@ class HoldInput(BaseModel):
 class HoldResult(BaseModel):
     pid: int
     attempt: int
+    started: float  # time.time() when the activity began and ended
+    ended: float
 
 
 @activity.defn(name="test.hold")
 async def hold(inp: HoldInput) -> HoldResult:
     info = activity.info()
+    started = time.time()
     Path(inp.marker_dir, f"started-{info.attempt}-{os.getpid()}").touch()
     loop = asyncio.get_running_loop()
     end = loop.time() + inp.seconds
     while loop.time() < end:
         activity.heartbeat()
         await asyncio.sleep(0.2)
-    return HoldResult(pid=os.getpid(), attempt=info.attempt)
+    return HoldResult(pid=os.getpid(), attempt=info.attempt, started=started, ended=time.time())
 
 
 @workflow.defn(name="HoldWorkflow")

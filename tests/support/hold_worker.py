@@ -1,4 +1,5 @@
-"""`python -m tests.support.hold_worker QUEUE`: careflow's real worker runtime serving HoldWorkflow."""
+"""`python -m tests.support.hold_worker QUEUE [SLOTS]`: careflow's real worker runtime serving HoldWorkflow
+(SLOTS: how many activities it runs at once)."""
 
 import asyncio
 import sys
@@ -17,6 +18,7 @@ if __name__ == "__main__":
             sys.argv[1],
             workflows=[HoldWorkflow],
             activities=lambda c: [hold],
+            slots=int(sys.argv[2]) if len(sys.argv) > 2 else None,
             ready=lambda: print("READY", flush=True),
         )
     )

@@ -19,7 +19,8 @@ if __name__ == "__main__":
             settings,
             sys.argv[1],
             workflows=[],
-            activities=lambda c: [*building_block_activities(c), *speech(c)],
+            activities=lambda c: [*building_block_activities(c), *speech.activities(c)],
+            slots=speech.slots,
             ready=lambda: print("READY", flush=True),
         )
     )
