@@ -23,6 +23,7 @@ from typing import Any
 
 class Kind(StrEnum):
     PATIENT = "PATIENT"
+    NAME = "NAME"  # someone else named beside the patient: a relative, a caregiver
     DOB = "DOB"  # the patient's birth date (other dates are DATE)
     DATE = "DATE"
     MRN = "MRN"
@@ -42,6 +43,14 @@ _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 # Order matters: the longest, most specific shapes first (a phone is not read as a date, and so on).
 PATTERNS: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     (Kind.EMAIL, re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    # A relative's or caregiver's name, found by the word before it (the name is the group replaced).
+    (
+        Kind.NAME,
+        re.compile(
+            r"(?i:\b(?:daughter|son|wife|husband|spouse|partner|sister|brother|mother|father|niece|nephew|"
+            r"caregiver|neighbou?r|friend)(?:'s)?(?:,|\s+named)?\s+)([A-Z][a-z]+(?:[ -][A-Z][a-z]+)?)\b"
+        ),
+    ),
     (Kind.SSN, re.compile(r"\b\d{3}-\d{2}-\d{4}\b")),
     (Kind.PHONE, re.compile(r"(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b")),
     (Kind.MRN, re.compile(r"(?i)\b(?:mrn|medical record(?: number)?|record number)[\s#:.-]*[A-Z0-9-]{4,}\b")),
@@ -151,14 +160,19 @@ def _spans(text: str, rules: Iterable[tuple[Kind, re.Pattern[str]]]) -> list[Rep
     taken: list[Replacement] = []
     for kind, pattern in rules:
         for m in pattern.finditer(text):
-            if m.end() > m.start() and not any(m.start() < t.end and t.start < m.end() for t in taken):
-                taken.append(Replacement(kind, m.group(0), m.start(), m.end()))
+            group = 1 if pattern.groups else 0  # a pattern with a group replaces that group only
+            start, end = m.span(group)
+            if end > start and not any(start < t.end and t.start < end for t in taken):
+                taken.append(Replacement(kind, m.group(group), start, end))
     return sorted(taken, key=lambda r: r.start)
 
 
 def deidentify(text: str, known: Identifiers | None = None) -> Deidentified:
-    """The text with the patient's known identifiers, then pattern matches, replaced by placeholders."""
-    rules = [*(known.known() if known else []), *PATTERNS]
+    """The text with e-mail addresses and relatives' names (whole, even where they hold one of the
+    patient's names), the patient's known identifiers, then the other patterns' matches, replaced by
+    placeholders."""
+    email, relative, *rest = PATTERNS
+    rules = [email, relative, *(known.known() if known else []), *rest]
     found = _spans(text, rules)
     parts, at = [], 0
     for r in found:

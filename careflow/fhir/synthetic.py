@@ -186,7 +186,9 @@ def _organization(key: str) -> Resource:
 
 @lru_cache(maxsize=8)
 def _staff(seed: int) -> tuple[StaffMember, ...]:
-    fake = _faker()
+    # A Faker of its own: the shared one is seeded per patient, and this runs (once) in the middle of
+    # the first patient of a process, which then got other names than in every later call.
+    fake = Faker("en_US")
     fake.seed_instance(f"{seed}:staff")
     rng = random.Random(f"{seed}:staff")  # noqa: S311 - synthetic data, reproducible by design
     hospital = full_url(seed, HOSPITAL_KEY)

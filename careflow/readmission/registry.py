@@ -15,8 +15,6 @@ loop run these methods in a thread.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 import tempfile
 import threading
@@ -28,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from careflow import registry_store
 from careflow.config import Settings
 from careflow.models.readmission import ModelAlias
 from careflow.readmission.scoring import Cuts
+from careflow.registry_store import KEY_TAG
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn take seconds to import: only where a model runs
     from careflow.readmission.model import TrainedModel
@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # LightGBM and scikit-learn take seconds to import: only wher
 
 MODEL_NAME = "careflow-readmission-30d"
 EXPERIMENT = "careflow-readmission"
-KEY_TAG = "careflow.idempotency_key"
 MODEL_FILE = "model/model.txt"
 EVALUATION_FILE = "evaluation.json"
 BASELINE_FILE = "baseline.json"
@@ -84,23 +83,11 @@ class LoadedModel:
     baseline: NDArray[np.float64]
 
 
-def _quiet() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("alembic", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 class ModelRegistry:
     def __init__(self, store_url: str, artifact_root: Path) -> None:
-        _quiet()
-        from mlflow import MlflowClient
-
-        _quiet()  # mlflow's import sets its own loggers to INFO
-
         self.store_url = store_url
         self.artifact_root = artifact_root
-        self._client = MlflowClient(tracking_uri=store_url, registry_uri=store_url)
+        self._client = registry_store.client(store_url)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -108,32 +95,10 @@ class ModelRegistry:
     def prepare(self) -> str:
         """Create the store's tables (first use), the experiment and the registered model; idempotent.
         Returns the experiment id."""
-        from mlflow.exceptions import MlflowException
-
-        exp = self._client.get_experiment_by_name(EXPERIMENT)
-        if exp is None:
-            self.artifact_root.mkdir(parents=True, exist_ok=True)
-            try:
-                exp_id = self._client.create_experiment(
-                    EXPERIMENT, artifact_location=self.artifact_root.as_uri()
-                )
-            except MlflowException:  # created meanwhile by another process
-                made = self._client.get_experiment_by_name(EXPERIMENT)
-                if made is None:
-                    raise
-                exp_id = made.experiment_id
-        else:
-            exp_id = exp.experiment_id
-        try:
-            self._client.get_registered_model(MODEL_NAME)
-        except MlflowException:
-            try:
-                self._client.create_registered_model(
-                    MODEL_NAME, description="30-day readmission risk (careflow, seed P11/P12)"
-                )
-            except MlflowException:
-                pass  # created meanwhile
-        return str(exp_id)
+        return registry_store.ensure(
+            self._client, EXPERIMENT, MODEL_NAME, self.artifact_root,
+            "30-day readmission risk (careflow, seed P11/P12)",
+        )  # fmt: skip
 
     # -- versions ---------------------------------------------------------------------------------
     def register(self, run: TrainingRun, key: str, trained_by: str) -> VersionInfo:
@@ -141,11 +106,9 @@ class ModelRegistry:
         from mlflow.entities import Metric, Param
 
         exp_id = self.prepare()
-        found = self._client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'")
-        for r in found:
-            versions = self._client.search_model_versions(f"name='{MODEL_NAME}' and run_id='{r.info.run_id}'")
-            if versions:
-                return self.version(str(versions[0].version))
+        made = registry_store.version_made_by(self._client, exp_id, MODEL_NAME, key)
+        if made is not None:
+            return self.version(made)
         report = run.report
         flagged = [f"{r.attribute}={r.value}" for r in report.flagged]
         tags = {

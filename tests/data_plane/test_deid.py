@@ -80,3 +80,29 @@ def test_the_name_and_birth_date_go_back_into_the_note() -> None:
     name = f"{p['name'][0]['given'][0]} {p['name'][0]['family']}"
     note = reidentify(out.text, {Kind.PATIENT: name, Kind.DOB: p["birthDate"]})
     assert note == f"{name}, born {p['birthDate']}, has CKD."
+
+
+def test_a_relatives_name_goes_by_the_word_before_it_and_the_relation_stays() -> None:
+    text = "Daughter Anna Novak helps with medications. Her husband, Luis drives. The son's Peter-Moreau."
+    out = deidentify(text)
+    assert out.text == (
+        "Daughter [NAME] helps with medications. Her husband, [NAME] drives. The son's [NAME]."
+    )
+    assert [r.original for r in out.replacements] == ["Anna Novak", "Luis", "Peter-Moreau"]
+    assert deidentify("The daughter drives her.").text == "The daughter drives her."  # no name: nothing
+
+
+def test_an_email_address_goes_whole_even_when_it_holds_the_patients_name() -> None:
+    p = patient(3, 1)
+    given, family = p["name"][0]["given"][0].lower(), p["name"][0]["family"].lower()
+    out = deidentify(
+        f"Portal e-mail {given}.{family}42@example.org, ask {given.capitalize()}.", Identifiers.of_patient(p)
+    )
+    assert out.text == "Portal e-mail [EMAIL], ask [PATIENT]."
+
+
+def test_a_relative_who_shares_the_patients_first_name_goes_whole() -> None:
+    p = patient(3, 1)
+    given = p["name"][0]["given"][0]
+    out = deidentify(f"Wife {given} Lindqvist drives. {given} is well.", Identifiers.of_patient(p))
+    assert out.text == "Wife [NAME] drives. [PATIENT] is well."
