@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 KEY_TAG = "careflow.idempotency_key"
+
+
+@dataclass(frozen=True)
+class Version:
+    """One registered version as careflow reads it (each registry adds what its tags mean)."""
+
+    version: str
+    aliases: list[str]
+    tags: dict[str, str]
+    run_id: str
+    created: datetime
+
+    def tag(self, key: str, default: str = "") -> str:
+        return self.tags.get(key, default)
+
+
+V = TypeVar("V", bound=Version)
 
 
 def quiet() -> None:
@@ -68,3 +87,15 @@ def version_made_by(c: MlflowClient, exp_id: str, model: str, key: str) -> str |
         if versions:
             return str(versions[0].version)
     return None
+
+
+def read_version(c: MlflowClient, model: str, version: str, kind: type[V]) -> V | None:
+    """`version` of `model` (None when there is no such version)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = c.get_model_version(model, version)
+    except MlflowException:
+        return None
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
+    return kind(str(mv.version), sorted(mv.aliases or []), dict(mv.tags or {}), mv.run_id or "", created)

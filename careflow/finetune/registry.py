@@ -32,16 +32,7 @@ class RegistryRefused(RuntimeError):
 
 
 @dataclass(frozen=True)
-class NoteVersion:
-    version: str
-    aliases: list[str]
-    tags: dict[str, str]
-    run_id: str
-    created: datetime
-
-    def tag(self, key: str, default: str = "") -> str:
-        return self.tags.get(key, default)
-
+class NoteVersion(registry_store.Version):
     @property
     def needs_clearance(self) -> bool:
         return self.tag("intended_use") in DIAGNOSTIC_USES
@@ -95,14 +86,10 @@ class NoteModelRegistry:
         return self.version(str(mv.version))
 
     def version(self, version: str) -> NoteVersion:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            mv = self._client.get_model_version(self.name, version)
-        except MlflowException as exc:
-            raise RegistryRefused(f"no version {version} of {self.name}") from exc
-        return NoteVersion(str(mv.version), sorted(mv.aliases or []), dict(mv.tags or {}), mv.run_id or "",
-                           datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC))  # fmt: skip
+        found = registry_store.read_version(self._client, self.name, version, NoteVersion)
+        if found is None:
+            raise RegistryRefused(f"no version {version} of {self.name}")
+        return found
 
     def versions(self) -> list[NoteVersion]:
         self.prepare()

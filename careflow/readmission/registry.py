@@ -52,16 +52,7 @@ class PromotionBlocked(RegistryError):
 
 
 @dataclass(frozen=True)
-class VersionInfo:
-    version: str
-    aliases: list[str]
-    tags: dict[str, str]
-    run_id: str
-    created: datetime
-
-    def tag(self, key: str, default: str = "") -> str:
-        return self.tags.get(key, default)
-
+class VersionInfo(registry_store.Version):
     @property
     def flagged(self) -> list[str]:
         return [f for f in self.tag("flagged_subgroups").split(",") if f]
@@ -160,19 +151,10 @@ class ModelRegistry:
         return self.version(str(mv.version))
 
     def version(self, version: str) -> VersionInfo:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            mv = self._client.get_model_version(MODEL_NAME, version)
-        except MlflowException as exc:
-            raise RegistryError(f"no version {version} of {MODEL_NAME}") from exc
-        return VersionInfo(
-            version=str(mv.version),
-            aliases=sorted(mv.aliases or []),
-            tags=dict(mv.tags or {}),
-            run_id=mv.run_id or "",
-            created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
-        )
+        found = registry_store.read_version(self._client, MODEL_NAME, version, VersionInfo)
+        if found is None:
+            raise RegistryError(f"no version {version} of {MODEL_NAME}")
+        return found
 
     def versions(self) -> list[VersionInfo]:
         found = self._client.search_model_versions(f"name='{MODEL_NAME}'")
