@@ -17,6 +17,7 @@ from careflow.db.pool import create_pool
 from careflow.security.codec import EncryptionCodec
 from careflow.security.keys import codec_tokens, payload_keyring
 from careflow.security.request_limits import RequestLimits
+from starters.api import feedback as api_feedback
 from starters.api import fhir as api_fhir
 from starters.api import gateway as api_gateway
 from starters.api import payer as api_payer
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(codec_router(codec.encode, codec.decode, tokens))
     # Routers of the building blocks (starters/api/<area>.py), then each pipeline's.
     app.include_router(api_gateway.router)
+    app.include_router(api_feedback.router)
     app.include_router(api_fhir.router, prefix="/fhir/r4")
     app.include_router(api_payer.router, prefix="/payer/r4")
     for pipeline in pipelines.PIPELINES:
