@@ -29,8 +29,6 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     a = p.parse_args()
 
-    import numpy as np
-
     from careflow.config import load_settings
     from careflow.finetune import lm
     from careflow.finetune.evaluate import evaluate
@@ -44,7 +42,7 @@ def main() -> None:
     exported = time.perf_counter() - t
     emb = get_embedder()
     t = time.perf_counter()
-    examples, r = prepare(notes, lambda xs: np.asarray(emb.encode(xs), dtype=np.float32))
+    examples, r = prepare(notes, emb.matrix)
     prepared = time.perf_counter() - t
     print(f"export: {r.exported} notes from {a.patients} patients in {exported:.1f} s")
     print(

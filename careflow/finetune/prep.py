@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from numpy.typing import NDArray
 
 from careflow import deid
 from careflow.finetune.export import ExportedNote
+from careflow.kb.embed import Embed
 
 DUPLICATE_COSINE = 0.97
 RARE_SHARE = 0.10  # a diagnosis in fewer than 10 % of the notes is rare (P12: code frequency)
@@ -29,8 +29,6 @@ MIN_WORDS = 40
 SECTIONS = ("SUBJECTIVE:", "OBJECTIVE:", "ASSESSMENT:", "PLAN:")
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percentages
 DEID_METHOD = "ehr-identifiers+patterns (no statistical NER model available)"
-
-Embed = Callable[[Sequence[str]], NDArray[np.float32]]  # unit-normalised rows
 
 
 @dataclass(frozen=True)

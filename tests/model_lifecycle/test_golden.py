@@ -14,7 +14,7 @@ from careflow.observe.golden import MIN_RESPONSES, FlagRate, GoldenCase, score
 def embed(texts: list[str]) -> np.ndarray:
     from careflow.kb.embed import get_embedder
 
-    return np.asarray(get_embedder().encode(texts), dtype=np.float32)
+    return get_embedder().matrix(texts)
 
 
 CASES = [GoldenCase(n.note_id, prompt_for(n), n.text) for n in export(21, 5) if not n.defect]

@@ -30,7 +30,7 @@ def notes() -> list[ExportedNote]:
 def embed(texts: list[str]) -> np.ndarray:
     from careflow.kb.embed import get_embedder
 
-    return np.asarray(get_embedder().encode(texts), dtype=np.float32)
+    return get_embedder().matrix(texts)
 
 
 @cache
