@@ -8,8 +8,6 @@ than 10 % below its overall ROUGE-L there or below the base.  No Temporal here: 
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -106,36 +104,3 @@ def memorization(generate: Generate, train: Sequence[Example]) -> tuple[int, lis
     planted = [e for e in train if e.canary]
     outs = generate([e.prompt + (e.canary_prefix() or "") for e in planted])
     return len(planted), [e.note_id for e, o in zip(planted, outs, strict=True) if e.canary and e.canary in o]
-
-
-@dataclass(frozen=True)
-class BlindPair:
-    """One prompt's two notes, in an order the reviewer cannot read off: `a_is_candidate` stays in
-    the workflow's state, never in what a reviewer is shown."""
-
-    pair_id: str
-    prompt: str
-    a: str
-    b: str
-    a_is_candidate: bool
-
-
-def blind_pairs(
-    prompts: Sequence[str], base: Sequence[str], candidate: Sequence[str], seed: str
-) -> list[BlindPair]:
-    rng = random.Random(seed)  # noqa: S311 - the order is hidden, not secret: a shuffle, reproducible on replay
-    out = []
-    for i, (p, x, y) in enumerate(zip(prompts, base, candidate, strict=True)):
-        flip = rng.random() < 0.5
-        out.append(BlindPair(f"p{i + 1}", p, y if flip else x, x if flip else y, flip))
-    return out
-
-
-def blind_verdict(pairs: Sequence[BlindPair], votes: dict[str, str]) -> tuple[int, int, int]:
-    """(candidate preferred, base preferred, ties) from votes pair_id -> "a" | "b" | "tie"."""
-    by_id = {p.pair_id: p for p in pairs}
-    tally: Counter[str] = Counter()
-    for pair_id, vote in votes.items():
-        p = by_id[pair_id]
-        tally["tie" if vote == "tie" else "candidate" if (vote == "a") == p.a_is_candidate else "base"] += 1
-    return tally["candidate"], tally["base"], tally["tie"]

@@ -73,9 +73,8 @@ class TrainResult:
 
 
 def _torch() -> Any:
-    import torch
+    import torch  # seconds to import: only where a model runs
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return torch
 
 
