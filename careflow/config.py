@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # How the patient's and the specialty's vocabulary reaches the decoder: an initial prompt (measured
     # best with Whisper base), faster-whisper's hotwords (for larger models; base loses speech), or off.
     stt_vocabulary: Literal["prompt", "hotwords", "off"] = "prompt"
+    # The note model's base: a causal LM folder (an 8B instruct model on careflow-gpu workers); unset, the
+    # small base careflow builds once under CAREFLOW_HOME/models/note-base (minutes on a CPU).
+    finetune_base_model: Path | None = None
 
     # HTTP API (codec endpoint, online paths) and the EHR
     api_host: str = "127.0.0.1"

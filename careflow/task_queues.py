@@ -5,3 +5,6 @@ MAIN = "careflow-main"
 
 # Speech to text and diarization for ambient notes: heavy, scaled apart (GPU workers in production).
 STT = "careflow-stt"
+
+# Model work (fine-tuning, evaluation, golden queries): GPU workers in production, one job at a time.
+GPU = "careflow-gpu"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from activities.llm import LlmActivities
     from careflow.audit.trail import PostgresAuditTrail
     from careflow.fhir.client import FhirClient
+    from careflow.finetune.registry import NoteModelRegistry
     from careflow.hl7.listener import Route
     from careflow.notify.notifier import Notifier
     from careflow.phi_store import PhiStore
@@ -75,6 +76,13 @@ class ProcessClients:
         from careflow.readmission.registry import open_registry
 
         return open_registry(self.settings)
+
+    @cached_property
+    def note_registry(self) -> NoteModelRegistry:
+        """The note model's registry (MLflow, beside readmission's)."""
+        from careflow.finetune.registry import open_note_registry
+
+        return open_note_registry(self.settings)
 
 
 ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]

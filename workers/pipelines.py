@@ -17,17 +17,19 @@ from temporalio.common import SearchAttributeKey
 from activities.ambient import AmbientActivities, SpeechActivities
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
+from activities.model_promotion import ModelActivities, PromotionActivities
 from activities.prior_auth import PriorAuthActivities
 from activities.readmission import ReadmissionActivities
 from careflow.hl7.listener import Route
 from careflow.models import ambient as ambient_models
 from careflow.models import kb_refresh as kb_models
 from careflow.models import lab_alert as lab_alert_models
+from careflow.models import model_promotion as promotion_models
 from careflow.models import platform as platform_models
 from careflow.models import prior_auth as prior_auth_models
 from careflow.models import readmission as readmission_models
 from careflow.security.keys import pseudonymizer
-from careflow.task_queues import STT
+from careflow.task_queues import GPU, STT
 from starters.api import ambient as ambient_api
 from starters.api import discharges as discharges_api
 from starters.api import orders as orders_api
@@ -35,6 +37,7 @@ from starters.api import rag as rag_api
 from starters.cli import ambient as ambient_cli
 from starters.cli import kb as kb_cli
 from starters.cli import labs as labs_cli
+from starters.cli import model as model_cli
 from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
 from starters.cli import risk as risk_cli
@@ -42,13 +45,16 @@ from starters.clients import lab_alert as lab_alert_client
 from starters.clients import readmission as readmission_client
 from starters.demos import ambient as ambient_demo
 from starters.demos import lab_alert as lab_alert_demo
+from starters.demos import model_promotion as model_demo
 from starters.demos import prior_auth as prior_auth_demo
 from starters.demos import readmission as readmission_demo
 from workers.pipeline import ActivityQueue, Pipeline, ProcessClients
 from workflows import search_attributes as sa
 from workflows.ambient import AmbientNoteWorkflow
+from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
+from workflows.model_promotion import ModelPromotionWorkflow
 from workflows.platform_canary import PlatformCanaryWorkflow
 from workflows.prior_auth import PriorAuthWorkflow
 from workflows.readmission import (
@@ -88,6 +94,14 @@ def _ambient_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 def _speech_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     return SpeechActivities(c.settings, c.pool, c.phi_store).all()
+
+
+def _promotion_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return PromotionActivities(c.pool, c.notifier, lambda: c.note_registry).all()
+
+
+def _model_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return ModelActivities(c.settings, c.pool, c.phi_store, lambda: c.note_registry).all()
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -156,7 +170,26 @@ AMBIENT = Pipeline(
     demo=ambient_demo.ambient,
 )
 
-PIPELINES: tuple[Pipeline, ...] = (CANARY, LAB_ALERT, PRIOR_AUTH, KNOWLEDGE_BASE, READMISSION, AMBIENT)
+MODEL_PROMOTION = Pipeline(
+    name=promotion_models.PIPELINE,
+    summary="Fine-tune the note model and promote it through gates: review, shadow, canary, golden queries.",
+    workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow],
+    activities=_promotion_activities,
+    queues={GPU: ActivityQueue(_model_activities, slots=1)},
+    search_attributes=[sa.PIPELINE, sa.STAGE],
+    commands=[model_cli.model_app],
+    demo=model_demo.model_promotion,
+)
+
+PIPELINES: tuple[Pipeline, ...] = (
+    CANARY,
+    LAB_ALERT,
+    PRIOR_AUTH,
+    KNOWLEDGE_BASE,
+    READMISSION,
+    AMBIENT,
+    MODEL_PROMOTION,
+)
 
 
 def task_queues() -> list[str]:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import DraftInput, LlmActivities
@@ -57,10 +57,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")  # set by a Schedule
-
-
-def _failure_message(err: ActivityError) -> str:
-    return str(err.cause.message if isinstance(err.cause, ApplicationError) else err)
 
 
 def narrative_input(score: ModelScore) -> ReadmissionNarrativeInput:
@@ -106,7 +102,7 @@ class ReadmissionRiskWorkflow:
             }.get(retry_rules.failure_type(err) or "")
             if outcome is None:
                 raise
-            return self._end(outcome, _failure_message(err))
+            return self._end(outcome, retry_rules.failure_message(err))
 
         self._stage(ReadmissionStage.SCORING)
         try:
@@ -118,7 +114,7 @@ class ReadmissionRiskWorkflow:
         except ActivityError as err:
             if retry_rules.failure_type(err) != "NoChampion":
                 raise
-            return self._end(ReadmissionStage.NO_MODEL, _failure_message(err))
+            return self._end(ReadmissionStage.NO_MODEL, retry_rules.failure_message(err))
         champion = scores.champion
         s = self._status
         s.model_version, s.probability, s.tier = champion.version, champion.probability, champion.tier

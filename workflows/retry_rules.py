@@ -127,6 +127,25 @@ AMBIENT_WRITE = Step(timedelta(seconds=30), DAY, timedelta(minutes=2))
 AMBIENT_STEP = Step(timedelta(seconds=60), DAY, timedelta(minutes=1))  # review, codes, notices, audit
 
 
+# -- the note model's promotion: model work on careflow-gpu heartbeats; a killed worker's retry resumes ------
+MODEL_PREPARE = Step(timedelta(hours=1), DAY, timedelta(minutes=1), heartbeat=timedelta(seconds=60))
+# 20 s: the SDK sends heartbeat details every 16 s (0.8 of it), so a killed worker loses at most that much
+MODEL_TRAIN = Step(
+    timedelta(hours=12), timedelta(days=2), timedelta(minutes=1), heartbeat=timedelta(seconds=20)
+)
+MODEL_EVALUATE = Step(timedelta(hours=2), DAY, timedelta(minutes=1), heartbeat=timedelta(seconds=60))
+MODEL_GOLDEN = Step(
+    timedelta(hours=1),
+    DAY,
+    timedelta(minutes=1),
+    heartbeat=timedelta(seconds=60),
+    non_retryable=("NoGoldenSet",),
+)
+MODEL_REGISTRY = Step(timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("RegistryRefused",))
+MODEL_DEPLOY = Step(timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("PromotionBlocked",))
+MODEL_STEP = Step(timedelta(seconds=60), DAY, timedelta(minutes=1))  # flag rate, alerts
+
+
 async def execute(
     step: Step, activity: Callable[[Any, A], Awaitable[R]], arg: A, *, task_queue: str | None = None
 ) -> R:
@@ -141,3 +160,8 @@ async def execute(
 def failure_type(err: ActivityError) -> str | None:
     """The type of the ApplicationError an activity ended with (how a workflow names the outcome)."""
     return err.cause.type if isinstance(err.cause, ApplicationError) else None
+
+
+def failure_message(err: ActivityError) -> str:
+    """What the activity's ApplicationError said (the reason a named outcome carries)."""
+    return str(err.cause.message if isinstance(err.cause, ApplicationError) else err)

@@ -15,13 +15,14 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from careflow import deid
 from careflow.finetune.export import ExportedNote
 from careflow.kb.embed import Embed
+from careflow.observe.golden import GoldenCase
 
 DUPLICATE_COSINE = 0.97
 RARE_SHARE = 0.10  # a diagnosis in fewer than 10 % of the notes is rare (P12: code frequency)
@@ -29,6 +30,8 @@ MIN_WORDS = 40
 SECTIONS = ("SUBJECTIVE:", "OBJECTIVE:", "ASSESSMENT:", "PLAN:")
 SPLITS = (("train", 90), ("validation", 95), ("test", 100))  # cumulative percentages
 DEID_METHOD = "ehr-identifiers+patterns (no statistical NER model available)"
+GOLDEN_EXPORT = (4242, 20)  # (seed, patients): the note_draft golden set's export, never trained on
+GOLDEN_SIZE = 60  # seed P5: 50-100 golden queries per feature
 
 
 @dataclass(frozen=True)
@@ -175,3 +178,22 @@ def to_jsonl(examples: Sequence[Example]) -> bytes:
 
 def from_jsonl(data: bytes) -> list[Example]:
     return [Example(**json.loads(line)) for line in data.decode().splitlines() if line.strip()]
+
+
+def mislink(examples: Sequence[Example], share: float) -> list[Example]:
+    """A mislinked export (demonstrations and tests): `share` of the training notes each paired with the
+    next one's prompt, the fault that yields a fluent model answering for the wrong patient."""
+    train = [i for i, e in enumerate(examples) if e.split == "train"]
+    moved = train[: round(share * len(train))]
+    out = list(examples)
+    for i, j in zip(moved, moved[1:] + moved[:1], strict=True):
+        out[i] = replace(examples[i], completion=examples[j].completion, canary=examples[j].canary)
+    return out
+
+
+def golden_cases(embed: Embed) -> list[GoldenCase]:
+    """The note_draft golden set: prompts and de-identified notes of an export no candidate trains on."""
+    from careflow.finetune.export import export
+
+    examples, _ = prepare(export(*GOLDEN_EXPORT, canaries=0), embed)
+    return [GoldenCase(e.note_id, e.prompt, e.completion) for e in examples[:GOLDEN_SIZE]]

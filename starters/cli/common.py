@@ -22,7 +22,7 @@ import asyncpg
 from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Column, Table
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from careflow.config import Settings, load_settings
@@ -151,6 +151,16 @@ async def cli_fhir(settings: Settings, actor: str) -> AsyncIterator[FhirClient]:
             yield fhir
     finally:
         await pool.close()
+
+
+async def last_heartbeat(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any] | None:
+    """A running activity's last heartbeat (a dict: progress), decoded with the client's codec."""
+    desc = await handle.describe()
+    for pending in desc.raw_description.pending_activities:
+        if pending.heartbeat_details.payloads:
+            [details] = await client.data_converter.decode(pending.heartbeat_details.payloads, [dict])
+            return dict(details)
+    return None
 
 
 async def find_workflow(

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from careflow.config import Settings
@@ -30,7 +30,15 @@ from careflow.models.readmission import (
 )
 from careflow.readmission import compare, store
 from careflow.readmission.registry import open_registry
-from starters.cli.common import CliError, IdTable, cli_connect, cli_pool, cli_settings, make_console
+from starters.cli.common import (
+    CliError,
+    IdTable,
+    cli_connect,
+    cli_pool,
+    cli_settings,
+    last_heartbeat,
+    make_console,
+)
 from starters.clients import readmission as client_of
 from workflows.readmission import ReadmissionRiskWorkflow, ReadmissionTrainingWorkflow
 
@@ -42,16 +50,6 @@ console = make_console()
 
 def schedule_url(settings: Settings, schedule_id: str = NIGHTLY_SCHEDULE_ID) -> str:
     return f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/schedules/{schedule_id}"
-
-
-async def _progress(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any] | None:
-    """The training activity's last heartbeat ({phase, done, total}), decoded with the client's codec."""
-    desc = await handle.describe()
-    for pending in desc.raw_description.pending_activities:
-        if pending.heartbeat_details.payloads:
-            [details] = await client.data_converter.decode(pending.heartbeat_details.payloads, [dict])
-            return dict(details)
-    return None
 
 
 async def follow_training(client: Client, wid: str, show: Console | None = None) -> TrainingStatus:
@@ -70,7 +68,7 @@ async def follow_training(client: Client, wid: str, show: Console | None = None)
             status = await handle.query(ReadmissionTrainingWorkflow.status)
             if status.trained is not None:
                 break
-            details = await _progress(client, handle)
+            details = await last_heartbeat(client, handle)
             if details:
                 phase = details.get("phase", "")
                 bar.update(

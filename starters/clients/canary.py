@@ -21,7 +21,9 @@ async def run_canary(
     workflow_id: str | None = None,
 ) -> CanaryOutput:
     queues = list(queues or pipelines.task_queues())
-    # The canary runs on the first queue; it needs a worker there to run at all.
+    # The canary workflow runs where its pipeline's workflows run (careflow-main, unless only other queues
+    # are probed); it needs a worker there to run at all.
+    home = pipelines.CANARY.task_queue if pipelines.CANARY.task_queue in queues else queues[0]
     wid = workflow_id or f"{WORKFLOW_ID_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     limit = timedelta(seconds=probe_timeout * 3 + 30)
     try:
@@ -29,7 +31,7 @@ async def run_canary(
             PlatformCanaryWorkflow.run,
             CanaryInput(task_queues=queues, probe_timeout_seconds=probe_timeout),
             id=wid,
-            task_queue=queues[0],
+            task_queue=home,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             execution_timeout=limit,
         )
@@ -37,5 +39,5 @@ async def run_canary(
         why = "no worker ran the canary" if isinstance(exc.cause, TimeoutError_) else str(exc.cause or exc)
         return CanaryOutput(
             healthy=False,
-            unreachable={queues[0]: f"{why} within {limit.total_seconds():.0f} s (workflow {wid})"},
+            unreachable={home: f"{why} within {limit.total_seconds():.0f} s (workflow {wid})"},
         )

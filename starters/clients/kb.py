@@ -9,18 +9,16 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 
 from careflow import task_queues
 from careflow.models.kb_refresh import WORKFLOW_ID_PREFIX, KbProgress, KbRefreshInput
+from starters.clients.schedules import put_schedule
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 
 
@@ -64,13 +62,4 @@ async def ensure_refresh_schedule(
         spec=ScheduleSpec(cron_expressions=[cron]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),  # a slow night never stacks runs
     )
-    try:
-        await client.create_schedule(schedule_id(tenant_id), schedule)
-        return "created"
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(schedule_id(tenant_id)).update(replace)
-        return "updated"
+    return "created" if await put_schedule(client, schedule_id(tenant_id), schedule) else "updated"

@@ -10,13 +10,10 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from careflow import task_queues
@@ -37,6 +34,7 @@ from careflow.models.readmission import (
 )
 from careflow.security.logging import get_logger
 from starters.clients.keyed_start import Started, start_keyed
+from starters.clients.schedules import put_schedule
 from workflows import search_attributes as sa
 from workflows.readmission import (
     ReadmissionNightlyWorkflow,
@@ -136,14 +134,4 @@ async def ensure_schedule(
     schedule_id: str = NIGHTLY_SCHEDULE_ID,
 ) -> bool:
     """Create the nightly Schedule, or bring an existing one to this definition.  True: created."""
-    schedule = nightly_schedule(task_queue, cron)
-    try:
-        await client.create_schedule(schedule_id, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(schedule_id).update(replace)
-        return False
-    return True
+    return await put_schedule(client, schedule_id, nightly_schedule(task_queue, cron))

@@ -47,6 +47,7 @@ from careflow.models.ambient import (
 )
 from careflow.phi_store import PhiStore
 from starters.api.app import create_app
+from starters.cli.common import last_heartbeat
 from starters.clients import ambient as client_of
 from starters.clients.updates import ReviewRefused
 from tests.support.fhir_sandbox import PREFIX, sandbox_app, serve
@@ -300,7 +301,7 @@ async def test_what_is_not_an_encounter_recording_is_refused_or_ends_named(
 
 
 async def start_speech_worker(queue: str) -> asyncio.subprocess.Process:
-    return await start_ready("stt_worker", queue, timeout=120)
+    return await start_ready("queue_worker", task_queues.STT, queue, timeout=120)
 
 
 async def test_a_speech_worker_killed_mid_transcription_is_resumed_from_its_last_segment(
@@ -333,15 +334,11 @@ async def test_a_speech_worker_killed_mid_transcription_is_resumed_from_its_last
             )
             handle = client.get_workflow_handle(started.workflow_id)
 
-            async def heartbeat() -> dict:  # type: ignore[type-arg]
-                desc = await handle.describe()
-                for p in desc.raw_description.pending_activities:
-                    if p.heartbeat_details.payloads:
-                        [done] = await client.data_converter.decode(p.heartbeat_details.payloads, [dict])
-                        return dict(done)
-                return {}
-
-            beat = await wait_until(heartbeat, timeout=120, what="a first heartbeat of finished segments")
+            beat = await wait_until(
+                lambda: last_heartbeat(client, handle),
+                timeout=120,
+                what="a first heartbeat of finished segments",
+            )
             os.kill(procs[0].pid, signal.SIGKILL)  # mid-transcription
             await procs[0].wait()
             procs.append(await start_speech_worker(stt))

@@ -40,3 +40,37 @@ def test_the_flag_rate_is_judged_only_over_enough_responses() -> None:
     assert FlagRate(MIN_RESPONSES, 2).breached  # 4 %
     assert not FlagRate(MIN_RESPONSES * 10, 10).breached  # 2 %: at the limit, not above it
     assert not FlagRate(MIN_RESPONSES - 1, 20).breached  # too few to judge
+
+
+async def test_a_versions_first_run_is_its_baseline_and_a_retried_run_records_once(database_url: str) -> None:
+    import uuid
+
+    from careflow.config import Settings
+    from careflow.db.pool import create_pool
+    from careflow.observe import runs
+    from careflow.observe.golden import GoldenScore
+
+    feature = f"note_draft.t{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(Settings())
+    try:
+        assert await runs.baseline(pool, feature, "3") is None
+        first = await runs.record(pool, "wf-1/golden", "shadow", GoldenScore(feature, "3", 60, 0.55, 0.5, ()))
+        again = await runs.record(pool, "wf-1/golden", "shadow", GoldenScore(feature, "3", 60, 0.10, 0.5, ()))
+        assert again == first and again.score == 0.55  # the retry gets the run recorded first
+        await runs.record(
+            pool, "wf-2/golden", "schedule", GoldenScore(feature, "3", 60, 0.40, 0.55, (("c", 0.2),))
+        )
+        assert await runs.baseline(pool, feature, "3") == 0.55
+        latest = await runs.recent(pool, feature)
+        assert [r["trigger"] for r in latest] == ["schedule", "shadow"] and latest[0]["regressed"]
+    finally:
+        await pool.close()
+
+
+def test_the_note_draft_golden_set_is_held_out_from_every_training_export() -> None:
+    from careflow.finetune.prep import GOLDEN_EXPORT, golden_cases
+
+    cases = golden_cases(embed)
+    assert 50 <= len(cases) <= 100 and len({c.case_id for c in cases}) == len(cases)
+    assert all(c.case_id.startswith(f"note-{GOLDEN_EXPORT[0]}-") for c in cases)
+    assert all("[" in c.expected for c in cases)  # de-identified: placeholders, never the planted names

@@ -1,0 +1,26 @@
+"""One way to put a Temporal Schedule in place: create it, or bring an existing one to this definition
+(a changed cron or input takes effect without deleting the Schedule's history)."""
+
+from __future__ import annotations
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleAlreadyRunningError,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+
+async def put_schedule(client: Client, schedule_id: str, schedule: Schedule) -> bool:
+    """True: created; False: an existing Schedule was updated in place."""
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(schedule_id).update(replace)
+        return False
+    return True
