@@ -28,7 +28,7 @@ from careflow.config import Settings
 from careflow.finetune import blind, deployment, lm, prep
 from careflow.finetune.deployment import Stage
 from careflow.finetune.registry import NoteModelRegistry, RegistryRefused
-from careflow.finetune.serving import BASE, NoteModels, base_path
+from careflow.finetune.serving import BASE, NoteModels, base_path, served_model
 from careflow.idempotency import step_key
 from careflow.models.model_promotion import (
     NOTE_DRAFT,
@@ -60,11 +60,6 @@ from careflow.security.logging import get_logger
 log = get_logger("careflow.model_promotion")
 T = TypeVar("T")
 HEARTBEAT_EVERY = 5.0
-MODEL_PREFIX = "careflow-note-model/"  # how the gateway names a version in llm_calls.model
-
-
-def served_model(version: str) -> str:
-    return MODEL_PREFIX + version
 
 
 def train_config(spec: TrainSpec) -> lm.TrainConfig:

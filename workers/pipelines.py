@@ -32,6 +32,7 @@ from careflow.security.keys import pseudonymizer
 from careflow.task_queues import GPU, STT
 from starters.api import ambient as ambient_api
 from starters.api import discharges as discharges_api
+from starters.api import notes as notes_api
 from starters.api import orders as orders_api
 from starters.api import rag as rag_api
 from starters.cli import ambient as ambient_cli
@@ -178,6 +179,7 @@ MODEL_PROMOTION = Pipeline(
     queues={GPU: ActivityQueue(_model_activities, slots=1)},
     search_attributes=[sa.PIPELINE, sa.STAGE],
     commands=[model_cli.model_app],
+    routers=[notes_api.router],
     demo=model_demo.model_promotion,
 )
 

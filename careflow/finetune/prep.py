@@ -90,15 +90,26 @@ def defect(text: str) -> str | None:
     return None
 
 
+def soap_prompt(
+    age: int, sex: str, conditions: Sequence[str], medications: Sequence[str], visit: str = "follow-up"
+) -> str:
+    """The note model's prompt: the encounter context, as training saw it and serving sends it (no
+    identifiers: ages over 89 are grouped)."""
+    band = "90 or older" if age >= 90 else f"{age}-year-old"
+    listed = ", ".join(x.lower() for x in conditions[:3]) or "none"
+    meds = ", ".join(medications[:3]) or "none"
+    context = f"Patient: {band} {sex}. Conditions: {listed}. Medications: {meds}."
+    return f"Write a SOAP note for a {visit} visit. {context}\n"
+
+
 def prompt_for(note: ExportedNote) -> str:
-    """The encounter context the note was written from (no identifiers: ages over 89 are grouped)."""
+    """The encounter context the note was written from."""
     from careflow.fhir import codes as c
 
-    age = "90 or older" if note.age >= 90 else f"{note.age}-year-old"
-    conditions = ", ".join(c.CONDITIONS[k].snomed_display.lower() for k in note.conditions[:3]) or "none"
-    meds = ", ".join(c.MEDICATIONS[m].display for m in note.medications[:3]) or "none"
-    return (f"Write a SOAP note for a follow-up visit. Patient: {age} {note.sex}. "
-            f"Conditions: {conditions}. Medications: {meds}.\n")  # fmt: skip
+    conditions = [c.CONDITIONS[k].snomed_display for k in note.conditions[:3]]
+    return soap_prompt(
+        note.age, note.sex, conditions, [c.MEDICATIONS[m].display for m in note.medications[:3]]
+    )
 
 
 def _groups(note: ExportedNote, rare: set[str]) -> dict[str, str]:

@@ -15,7 +15,13 @@ from careflow.finetune.registry import NoteModelRegistry
 from careflow.phi_store import PhiStore
 
 BASE = "base"
+MODEL_PREFIX = "careflow-note-model/"  # llm_calls.model: what feedback and the canary's flag rate read
 ANSWERS_KEPT = 2048
+
+
+def served_model(version: str | None) -> str:
+    """How the gateway names a version in llm_calls (`careflow-note-model/3`, `careflow-note-model/base`)."""
+    return MODEL_PREFIX + (version or BASE)
 
 
 def base_path(settings: Settings) -> Path:

@@ -192,8 +192,8 @@ class GatewayMetrics:
         )
         self.errors = Counter(
             "careflow_gateway_errors",
-            "Refused or failed calls by outcome",
-            ["outcome"],
+            "Refused or failed calls by outcome, feature and model version",
+            ["outcome", "use_case", "model"],
             registry=self.registry,
         )
         self.provider_failures = Counter(
@@ -216,8 +216,8 @@ class GatewayMetrics:
         )
 
     def observe(self, rec: CallRecord) -> None:
-        if rec.outcome != "ok":
-            self.errors.labels(rec.outcome).inc()
+        if rec.outcome not in ("ok", "shadow"):  # a shadow answer is a success nobody is served
+            self.errors.labels(rec.outcome, rec.use_case, rec.model or "none").inc()
         if rec.model is None:  # refused before any provider answered
             return
         model = rec.model

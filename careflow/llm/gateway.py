@@ -21,6 +21,8 @@ import asyncpg
 from pydantic import BaseModel
 
 from careflow.config import Settings
+from careflow.finetune import deployment
+from careflow.finetune.serving import served_model
 from careflow.llm import structured, tasks
 from careflow.llm.admission import admit_and_hold
 from careflow.llm.breaker import BreakerSettings, CircuitBreaker, Permit
@@ -44,6 +46,7 @@ from careflow.llm.errors import (
     TierNotAllowed,
     UnknownTeam,
 )
+from careflow.llm.providers import build_providers
 from careflow.llm.ratelimit import RateTicket, TokenRateLimiter
 from careflow.llm.settlement import settle_and_record
 from careflow.llm.types import (
@@ -69,36 +72,12 @@ _OUTCOMES: dict[type[GatewayError], str] = {
 }
 # When every provider failed without saying when to come back.
 _DEFAULT_RETRY_AFTER_S = 5.0
+# Tasks answered by a fine-tuned model that the caller's feature (its use case) deploys: the row in
+# model_deployments decides per request which version answers (champion, a canary's stable share) and
+# which answers beside it in shadow; no row, or no champion yet, and the tier route answers.
+DEPLOYED_TASKS = {"note_draft": "note_model"}
 
 Clock = Callable[[], datetime | None]
-
-
-def build_providers(settings: Settings, config: GatewayConfig) -> dict[str, Provider]:
-    """The providers the configuration names: offline always, the others when configured."""
-    from careflow.llm.providers.offline import OfflineProvider
-
-    providers: dict[str, Provider] = {"offline": OfflineProvider()}
-    if settings.anthropic_api_key is not None:
-        from careflow.llm.providers.anthropic import AnthropicProvider
-
-        providers["anthropic"] = AnthropicProvider(
-            settings.anthropic_api_key.get_secret_value(),
-            base_url=config.anthropic_base_url,
-            phi_permitted=config.anthropic_phi_permitted,
-            timeout=config.provider_timeout_s,
-        )
-    if settings.openai_base_url is not None:
-        from careflow.llm.providers.openai_compatible import OpenAICompatibleProvider
-
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        providers["azure_openai"] = OpenAICompatibleProvider(
-            settings.openai_base_url,
-            api_key=key,
-            name="azure_openai",
-            phi_permitted=config.azure_openai_phi_permitted,
-            timeout=config.provider_timeout_s,
-        )
-    return providers
 
 
 @dataclass
@@ -191,9 +170,11 @@ class Gateway:
             # Shielded: a cancelled caller must not leave money reserved.
             await asyncio.shield(self._finish(call))
 
-    async def _call(self, call: _Call, tier: Tier, request: CompletionRequest) -> CompletionResponse:
+    async def _call(
+        self, call: _Call, tier: Tier, request: CompletionRequest, target: Target | None = None
+    ) -> CompletionResponse:
         rec = call.rec
-        routed = await self._admitted_call(call, tier, request)
+        routed = await self._admitted_call(call, tier, request, target)
         response, usage = routed.response, routed.response.usage
         rec.provider, rec.model = routed.target.provider, routed.target.model
         rec.prompt_tokens, rec.completion_tokens = usage.input_tokens, usage.output_tokens
@@ -205,7 +186,9 @@ class Gateway:
         call.actual_usd, call.actual_tokens = rec.cost_usd, usage.input_tokens + usage.output_tokens
         return response
 
-    async def _admitted_call(self, call: _Call, tier: Tier, request: CompletionRequest) -> Routed:
+    async def _admitted_call(
+        self, call: _Call, tier: Tier, request: CompletionRequest, target: Target | None = None
+    ) -> Routed:
         rec, at = call.rec, self._clock()
         # Admission runs on one connection, released before the (long) provider call.
         async with self._pool.acquire() as conn:
@@ -217,7 +200,11 @@ class Gateway:
                 raise PhiNotPermitted(team.team_id, "the team is not permitted to send PHI")
             effective = await self._budget_tier(snap, tier, conn)
             rec.tier = effective.value
-            targets = self._eligible_targets(team.team_id, effective, request.contains_phi)
+            targets = (
+                self._eligible_targets(team.team_id, effective, request.contains_phi)
+                if target is None
+                else [target]  # a deployed model: its provider is self-hosted (PHI permitted)
+            )
 
             prompt_estimate = estimate_prompt_tokens(request)
             prices = [self.config.price(t.model) for t in targets]
@@ -326,13 +313,17 @@ class Gateway:
         if contains_phi is not None:
             request.contains_phi = contains_phi
         evidence_ids = {e.id for e in evidence}
+        routing = await self._deployed(task, use_case, request_id)
+        target = None
+        if routing and routing.serves:
+            target = Target(provider=DEPLOYED_TASKS[task], model=served_model(routing.serves))
         error: structured.StructuredOutputError | None = None
         for attempt in range(2):
             call_id = request_id if attempt == 0 else f"{request_id}:retry"
             rec = _new_record(team_id, use_case, tier, request, call_id)
             parsed: BaseModel | None = None
             async with self._recorded(rec) as call:
-                response = await self._call(call, Tier(tier), request)
+                response = await self._call(call, Tier(tier), request, target)
                 try:
                     parsed = structured.parse_output(task, response, evidence_ids)
                 except structured.StructuredOutputError as exc:
@@ -342,12 +333,47 @@ class Gateway:
                 disclaimer = signals["disclaimer_present"]
                 rec.disclaimer_present = None if disclaimer is None else bool(disclaimer)
             if parsed is not None:
+                if routing and routing.shadow:
+                    await self._shadow(DEPLOYED_TASKS[task], routing.shadow, rec, request)
                 return parsed, rec
             assert error is not None
             log.info("llm output invalid", task=task, request_id=request_id, attempt=attempt + 1)
             request = structured.corrective_request(request, response, error)
         # The validation message names fields and ids only (never values), so it is safe to carry.
         raise StructuredOutputFailed(task, request_id, "; ".join(error.problems) if error else "invalid")
+
+    async def _deployed(self, task: str, feature: str, request_id: str) -> deployment.Routing | None:
+        """Which version answers this request of a deployed task (read each time: a rollback is a row
+        update that the next request sees)."""
+        if task not in DEPLOYED_TASKS:
+            return None
+        return deployment.route(await deployment.current(self._pool, feature), request_id)
+
+    async def _shadow(
+        self, provider: str, version: str, served: CallRecord, request: CompletionRequest
+    ) -> None:
+        """The candidate answers the same request beside the champion: recorded (outcome `shadow`, its own
+        request id, so feedback on the answer served never lands on it), never returned, never able to
+        fail the request; no budget or rate hold and no breaker: it is the platform's test, not the
+        team's traffic."""
+        rec = _new_record(served.team_id, served.use_case, Tier(served.requested_tier), request,
+                          f"{served.request_id}:shadow")  # fmt: skip
+        rec.tier, rec.provider, rec.model = served.tier, provider, served_model(version)
+        try:
+            async with self._recorded(rec):
+                started = time.perf_counter()
+                response = await asyncio.wait_for(
+                    self.providers[provider].complete(request, rec.model), self.config.provider_timeout_s
+                )
+                rec.prompt_tokens, rec.completion_tokens = (
+                    response.usage.input_tokens,
+                    response.usage.output_tokens,
+                )
+                rec.finish_reason, rec.response_chars = response.finish_reason, len(response.text)
+                rec.outcome = "shadow"
+                log.info("shadow answer", model=rec.model, ms=round((time.perf_counter() - started) * 1000))
+        except Exception as exc:  # a shadow never fails the request it shadows
+            log.warning("shadow answer failed", model=rec.model, error=type(exc).__name__)
 
 
 def _new_record(

@@ -108,6 +108,23 @@ class SoapNote(TaskOutput):
         return [*self.citations, *(i for s in self.icd10_suggestions for i in s.evidence_ids)]
 
 
+# --- note_draft (seed P9): the fine-tuned note model's feature -----------------------------------------
+
+
+class NoteDraftInput(TaskInput):
+    """The encounter context a note is drafted from: no identifiers (ages over 89 are grouped)."""
+
+    visit: str = Field("follow-up", max_length=40)
+    age: int = Field(ge=0, le=130)
+    sex: str = Field(max_length=16)
+    conditions: list[str] = Field(default_factory=list, max_length=10)  # display names
+    medications: list[str] = Field(default_factory=list, max_length=10)
+
+
+class NoteDraft(TaskOutput):
+    note: str  # SOAP sections in order: SUBJECTIVE:, OBJECTIVE:, ASSESSMENT:, PLAN:
+
+
 # --- lab_urgency (seed P7) -------------------------------------------------------------------------
 
 
@@ -298,6 +315,19 @@ TASKS: dict[str, TaskSpec] = {
             default_tier=Tier.FRONTIER,
             contains_phi=True,
             max_tokens=4096,
+        ),
+        TaskSpec(
+            name="note_draft",
+            input_model=NoteDraftInput,
+            output_model=NoteDraft,
+            instructions=(
+                "You draft a clinical note in SOAP format (SUBJECTIVE:, OBJECTIVE:, ASSESSMENT:, PLAN:) "
+                "for the encounter context given, in the hospital's house style, for the physician to "
+                "complete and sign. Never invent identifiers."
+            ),
+            default_tier=Tier.STANDARD,
+            contains_phi=True,
+            max_tokens=1024,
         ),
         TaskSpec(
             name="soap_note",

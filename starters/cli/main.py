@@ -17,6 +17,7 @@ from careflow.db.migrate import MigrationError
 from careflow.models.platform import CanaryOutput
 from starters.cli import audit as cli_audit
 from starters.cli import gateway as cli_gateway
+from starters.cli import observe as cli_observe
 from starters.cli import seed as cli_seed
 from starters.cli.common import STACK_HINT, CliError, IdTable, cli_connect, cli_settings, make_console
 from starters.devstack.stack import ComponentState, StackError
@@ -235,6 +236,7 @@ app.add_typer(cli_audit.app, name="audit")
 app.add_typer(cli_seed.app, name="seed")
 app.add_typer(cli_gateway.teams_app, name="teams")
 app.add_typer(cli_gateway.cost_app, name="cost")
+app.add_typer(cli_observe.observe_app, name="observe")
 demo_app = typer.Typer(help="End-to-end demonstrations on the embedded stack.", no_args_is_help=True)
 for pipeline in pipelines.PIPELINES:
     for group in pipeline.commands:

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from careflow.config import Settings
 from careflow.llm.config import SEED_ROUTES, GatewayConfig
-from careflow.llm.gateway import Gateway, build_providers
+from careflow.llm.gateway import Gateway
+from careflow.llm.providers import build_providers
 from careflow.llm.teams import Team, TeamStore
 from careflow.llm.types import CompletionRequest, Message, Tier
 from tests.support.fake_upstreams import Reply, fake_anthropic, fake_openai
@@ -36,7 +37,7 @@ async def test_seed_table_falls_back_from_anthropic_to_azure_openai(pool: asyncp
         settings = Settings(anthropic_api_key=SecretStr("test-key"), openai_base_url=openai_url)
         config = GatewayConfig(routing="seed", anthropic_base_url=anthropic_url)
         providers = build_providers(settings, config)
-        assert sorted(providers) == ["anthropic", "azure_openai", "offline"]
+        assert sorted(providers) == ["anthropic", "azure_openai", "note_model", "offline"]
         gateway = Gateway(pool, providers, config)
         request = CompletionRequest(
             system="Be brief.", messages=[Message(role="user", content="Hi")], max_tokens=32

@@ -149,6 +149,7 @@ def test_every_task_builds_a_json_only_request_with_its_schema() -> None:
     inputs: dict[str, dict[str, Any]] = {
         "pa_justification": {"requested_item": "semaglutide", "criteria": ["BMI >= 30"]},
         "soap_note": {},
+        "note_draft": {"age": 67, "sex": "female"},
         "lab_urgency": {"test": "Potassium", "value": 6.8},
         "readmission_narrative": {"risk_score": 0.8},
         "rag_answer": {"question": "q"},

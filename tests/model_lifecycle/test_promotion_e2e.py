@@ -21,12 +21,13 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.model_promotion import ModelActivities, PromotionActivities, served_model
+from activities.model_promotion import ModelActivities, PromotionActivities
 from careflow import task_queues
 from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.finetune import deployment
 from careflow.finetune.registry import NoteModelRegistry
+from careflow.finetune.serving import served_model
 from careflow.models.model_promotion import (
     BlindVote,
     DataSpec,

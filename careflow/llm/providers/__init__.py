@@ -1,4 +1,5 @@
-"""LLM providers behind the gateway: Anthropic (SDK), OpenAI-compatible (httpx) and the offline engine.
+"""LLM providers behind the gateway: Anthropic (SDK), OpenAI-compatible (httpx), the offline engine and
+the fine-tuned note model (in process); `build_providers` makes the ones the settings name.
 
 Each implements `careflow.llm.types.Provider`; none retries or falls back, the gateway owns both.  The
 helpers here map an upstream HTTP failure to a `ProviderError` kind the same way for every provider.
@@ -9,8 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
-from careflow.llm.types import ProviderError, ProviderErrorKind
+from careflow.llm.types import Provider, ProviderError, ProviderErrorKind
+
+if TYPE_CHECKING:
+    from careflow.config import Settings
+    from careflow.llm.config import GatewayConfig
 
 
 def status_kind(status: int) -> ProviderErrorKind:
@@ -56,3 +62,32 @@ def http_error(provider: str, status: int, headers: Mapping[str, str], error_typ
 def refuse_phi(provider: str) -> ProviderError:
     # Defence in depth: the gateway routes PHI only to permitted providers; a provider never sends it.
     return ProviderError(provider, "bad_request", "request contains PHI; provider not permitted PHI")
+
+
+def build_providers(settings: Settings, config: GatewayConfig) -> dict[str, Provider]:
+    """The providers the configuration names: offline always, the others when configured."""
+    from careflow.llm.providers.note_model import note_model
+    from careflow.llm.providers.offline import OfflineProvider
+
+    providers: dict[str, Provider] = {"offline": OfflineProvider(), "note_model": note_model(settings)}
+    if settings.anthropic_api_key is not None:
+        from careflow.llm.providers.anthropic import AnthropicProvider
+
+        providers["anthropic"] = AnthropicProvider(
+            settings.anthropic_api_key.get_secret_value(),
+            base_url=config.anthropic_base_url,
+            phi_permitted=config.anthropic_phi_permitted,
+            timeout=config.provider_timeout_s,
+        )
+    if settings.openai_base_url is not None:
+        from careflow.llm.providers.openai_compatible import OpenAICompatibleProvider
+
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        providers["azure_openai"] = OpenAICompatibleProvider(
+            settings.openai_base_url,
+            api_key=key,
+            name="azure_openai",
+            phi_permitted=config.azure_openai_phi_permitted,
+            timeout=config.provider_timeout_s,
+        )
+    return providers

@@ -23,6 +23,8 @@ from careflow.llm.tasks import (
     IcdSuggestion,
     LabUrgency,
     LabUrgencyInput,
+    NoteDraft,
+    NoteDraftInput,
     PaJustification,
     PaJustificationInput,
     RagAnswer,
@@ -447,10 +449,25 @@ def draft_rag_answer(inp: RagAnswerInput, evidence: list[Evidence]) -> RagAnswer
     )
 
 
+def draft_note(inp: NoteDraftInput, evidence: list[Evidence]) -> NoteDraft:
+    """The house template, filled from the encounter context (what the fine-tuned model learns to do)."""
+    conditions = ", ".join(inp.conditions) or "no chronic conditions on record"
+    meds = ", ".join(inp.medications) or "no current medications"
+    note = (
+        f"SUBJECTIVE: {inp.age}-year-old {inp.sex} seen for a {inp.visit} visit. History of {conditions}.\n"
+        f"OBJECTIVE: Current medications: {meds}. Examination findings to be documented.\n"
+        f"ASSESSMENT: {conditions.capitalize()}.\n"
+        "PLAN: Continue current management; follow up as scheduled."
+    )
+    missing = ["Examination findings: not documented", "Vital signs: not documented"]
+    return NoteDraft(note=note, missing_information=missing)
+
+
 # Keyed by the task's input type; a test checks that every task in careflow.llm.tasks has one.
 DRAFTERS: dict[type[BaseModel], Callable[[Any, list[Evidence]], TaskOutput]] = {
     PaJustificationInput: draft_pa_justification,
     SoapNoteInput: draft_soap_note,
+    NoteDraftInput: draft_note,
     LabUrgencyInput: draft_lab_urgency,
     ReadmissionNarrativeInput: draft_readmission_narrative,
     RagAnswerInput: draft_rag_answer,
