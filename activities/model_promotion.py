@@ -126,9 +126,6 @@ class ModelActivities:
         def run() -> Prepared:
             notes = export(req.data.export_seed, req.data.patients, req.data.canaries)
             examples, report = prep.prepare(notes, self._embed)
-            if req.data.mislinked_share:
-                examples = prep.mislink(examples, req.data.mislinked_share)
-                report.data_hash = prep.data_hash(examples)
             stored = self._phi.put("finetune-data", prep.to_jsonl(examples))
             return Prepared(
                 examples_ref=stored.ref, data_hash=report.data_hash, counts=dict(report.splits),

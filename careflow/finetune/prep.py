@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -189,17 +189,6 @@ def to_jsonl(examples: Sequence[Example]) -> bytes:
 
 def from_jsonl(data: bytes) -> list[Example]:
     return [Example(**json.loads(line)) for line in data.decode().splitlines() if line.strip()]
-
-
-def mislink(examples: Sequence[Example], share: float) -> list[Example]:
-    """A mislinked export (demonstrations and tests): `share` of the training notes each paired with the
-    next one's prompt, the fault that yields a fluent model answering for the wrong patient."""
-    train = [i for i, e in enumerate(examples) if e.split == "train"]
-    moved = train[: round(share * len(train))]
-    out = list(examples)
-    for i, j in zip(moved, moved[1:] + moved[:1], strict=True):
-        out[i] = replace(examples[i], completion=examples[j].completion, canary=examples[j].canary)
-    return out
 
 
 def golden_cases(embed: Embed) -> list[GoldenCase]:

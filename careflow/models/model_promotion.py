@@ -77,9 +77,6 @@ class DataSpec(BaseModel):
     export_seed: int = 11
     patients: int = Field(150, ge=2, le=20_000)
     canaries: int = Field(3, ge=0, le=20)
-    # Demonstrations and tests only: this share of the training notes is paired with another patient's
-    # prompt (a mislinked export), the candidate that the golden gate must catch.
-    mislinked_share: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TrainSpec(BaseModel):
