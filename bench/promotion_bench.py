@@ -32,32 +32,14 @@ def stage_times(stages: list[tuple[str, datetime]]) -> list[tuple[str, float]]:
 async def run(patients: int, shadow_seconds: float, canary_seconds: float) -> None:
     from careflow.config import load_settings
     from careflow.finetune import deployment
-    from careflow.models.model_promotion import NOTE_DRAFT, DataSpec, PromotionInput, TrainSpec, workflow_id
+    from careflow.models.model_promotion import NOTE_DRAFT, workflow_id
     from starters.cli.common import cli_connect, cli_pool
-    from starters.clients import model_promotion as client_of
-    from starters.demos.model_promotion import saga
+    from starters.demos.model_promotion import candidates, saga
 
     settings = load_settings()
     client = await cli_connect(settings)
-    shadow, canary = shadow_seconds / HOUR, canary_seconds / HOUR
-    good = PromotionInput(
-        feature=NOTE_DRAFT,
-        candidate=client_of.candidate_name() + "-bench",
-        data=DataSpec(patients=patients),
-        shadow_hours=shadow,
-        canary_hours=canary,
-        check_minutes=0.25,
-    )
+    good, weak = candidates(patients, shadow_seconds, canary_seconds, suffix="-bench")
     first = await saga(client, settings, good, f"bench 1: {patients} patients, DP epsilon 8")
-    weak = PromotionInput(
-        feature=NOTE_DRAFT,
-        candidate=client_of.candidate_name() + "-bench-weak",
-        data=DataSpec(patients=25),
-        train=TrainSpec(epochs=1),
-        shadow_hours=0,
-        canary_hours=canary,
-        check_minutes=0.25,
-    )
     second = await saga(client, settings, weak, "bench 2: a weak candidate straight to canary")
 
     print("\n== figures ==")

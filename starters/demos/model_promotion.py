@@ -69,27 +69,36 @@ async def saga(client: Client, settings: Settings, inp: PromotionInput, title: s
     return st
 
 
-async def run_demo(settings: Settings, patients: int, shadow_seconds: float, canary_seconds: float) -> None:
-    client = await cli_connect(settings)
+def candidates(
+    patients: int, shadow_seconds: float, canary_seconds: float, suffix: str = ""
+) -> tuple[PromotionInput, PromotionInput]:
+    """A sound candidate through every stage, and a weak one (25 patients, one epoch) straight to canary;
+    shadow and canary shortened to seconds."""
     shadow, canary = shadow_seconds / 3600, canary_seconds / 3600
     good = PromotionInput(
         feature=NOTE_DRAFT,
-        candidate=client_of.candidate_name(),
+        candidate=client_of.candidate_name() + suffix,
         data=DataSpec(patients=patients),
         shadow_hours=shadow,
         canary_hours=canary,
         check_minutes=0.25,
     )
-    first = await saga(client, settings, good, f"1. a candidate fine-tuned on {patients} patients' notes")
     weak = PromotionInput(
         feature=NOTE_DRAFT,
-        candidate=client_of.candidate_name() + "-weak",
+        candidate=client_of.candidate_name() + suffix + "-weak",
         data=DataSpec(patients=25),
         train=TrainSpec(epochs=1),
         shadow_hours=0,
         canary_hours=canary,
         check_minutes=0.25,
     )
+    return good, weak
+
+
+async def run_demo(settings: Settings, patients: int, shadow_seconds: float, canary_seconds: float) -> None:
+    client = await cli_connect(settings)
+    good, weak = candidates(patients, shadow_seconds, canary_seconds)
+    first = await saga(client, settings, good, f"1. a candidate fine-tuned on {patients} patients' notes")
     second = await saga(
         client, settings, weak, "2. a weak candidate (25 patients, one epoch) straight to canary"
     )
