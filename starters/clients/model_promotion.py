@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from temporalio.client import (
@@ -80,49 +81,41 @@ def pairs(settings: Settings, st: PromotionStatus) -> list[blind.Pair]:
     return blind.from_json(PhiStore.of(settings).read(st.pairs_ref))
 
 
-async def vote(client: Client, wid: str, v: BlindVote, audit_pool: asyncpg.Pool) -> ReviewTally:
-    result: ReviewTally = await execute_audited(
+async def _audited(
+    client: Client, wid: str, update: Any, arg: Any, pool: asyncpg.Pool, actor: str, action: str
+) -> Any:
+    return await execute_audited(
         client,
         wid,
-        ModelPromotionWorkflow.review,
-        v,
-        audit_pool=audit_pool,
-        actor=v.reviewer,
-        action="blind-review",
+        update,
+        arg,
+        audit_pool=pool,
+        actor=actor,
+        action=action,
         resource_type="Model",
         what="model promotion",
     )
-    return result
+
+
+async def vote(client: Client, wid: str, v: BlindVote, audit_pool: asyncpg.Pool) -> ReviewTally:
+    tally: ReviewTally = await _audited(
+        client, wid, ModelPromotionWorkflow.review, v, audit_pool, v.reviewer, "blind-review"
+    )
+    return tally
 
 
 async def clearance(client: Client, wid: str, c: Clearance, audit_pool: asyncpg.Pool) -> PromotionStatus:
-    result: PromotionStatus = await execute_audited(
-        client,
-        wid,
-        ModelPromotionWorkflow.clearance,
-        c,
-        audit_pool=audit_pool,
-        actor=c.by,
-        action="fda-clearance",
-        resource_type="Model",
-        what="model promotion",
+    st: PromotionStatus = await _audited(
+        client, wid, ModelPromotionWorkflow.clearance, c, audit_pool, c.by, "fda-clearance"
     )
-    return result
+    return st
 
 
 async def rollback(client: Client, wid: str, r: Rollback, audit_pool: asyncpg.Pool) -> PromotionStatus:
-    result: PromotionStatus = await execute_audited(
-        client,
-        wid,
-        ModelPromotionWorkflow.rollback,
-        r,
-        audit_pool=audit_pool,
-        actor=r.by,
-        action="rollback",
-        resource_type="Model",
-        what="model promotion",
+    st: PromotionStatus = await _audited(
+        client, wid, ModelPromotionWorkflow.rollback, r, audit_pool, r.by, "rollback"
     )
-    return result
+    return st
 
 
 async def golden_now(client: Client, feature: str, version: str | None = None) -> GoldenResult:
