@@ -19,6 +19,7 @@ from careflow.llm.config import GatewayConfig
 from careflow.llm.teams import Team, TeamStore, sign_team_token
 from starters.api.app import create_app
 from tests.support.serving import serve
+from tests.support.wait import wait_until
 from workflows import search_attributes as sa
 
 
@@ -61,6 +62,15 @@ async def runs_of(client: Client, wid: str) -> int:
     return len([wf async for wf in client.list_workflows(f"WorkflowId = '{wid}'")])
 
 
+async def runs_reach(client: Client, wid: str, n: int) -> int:
+    """Visibility (the list) lags a start by a moment: wait for the n-th run to be listed."""
+
+    async def listed() -> int | None:
+        return await runs_of(client, wid) if await runs_of(client, wid) >= n else None
+
+    return await wait_until(listed, timeout=10, what=f"{n} runs of {wid} listed")
+
+
 async def test_order_event_starts_one_workflow_and_duplicates_attach(api: Api, client: Client) -> None:
     order = f"ord-api-{uuid.uuid4().hex[:8]}"
     first = await api.order({"order_id": order, "priority": "expedited"})
@@ -84,7 +94,7 @@ async def test_order_event_starts_one_workflow_and_duplicates_attach(api: Api, c
     await handle.terminate("test over")
     again = await api.order({"order_id": order})
     assert again.json() == {"workflow_id": wid, "started": True}
-    assert await runs_of(client, wid) == 2
+    assert await runs_reach(client, wid, 2) == 2
     await handle.terminate("test over")
 
 
