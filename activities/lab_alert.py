@@ -19,12 +19,12 @@ from activities.fhir import application_error
 from careflow.audit.sink import AuditSink
 from careflow.fhir.errors import FhirError
 from careflow.idempotency import STEP_SYSTEM, step_identifier, step_key
-from careflow.labs.rules import assess_rules
+from careflow.labs.rules import assess_rules, urgency_task
 from careflow.llm.errors import GatewayError
 from careflow.llm.gateway import Gateway
-from careflow.llm.tasks import LabUrgency, LabUrgencyInput
+from careflow.llm.tasks import LabUrgency
 from careflow.llm.teams import PIPELINES_TEAM
-from careflow.llm.types import Evidence, ProviderError, Tier
+from careflow.llm.types import ProviderError, Tier
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 from careflow.models.lab_alert import (
     PIPELINE,
@@ -99,42 +99,7 @@ class GatewayUrgencyAssessor:
         self._team = team_id
 
     async def assess(self, request: AssessRequest, finding: RuleFinding) -> Assessment:
-        r, ctx = request.result, request.context
-        lab_id = f"lab:{r.result_key}"
-        evidence = [
-            Evidence(
-                id=lab_id,
-                kind="lab",
-                title=r.display or r.loinc,
-                text=f"{r.display or r.loinc} (LOINC {r.loinc}) {r.value_text} {r.units}; reference range "
-                f"{r.reference_range or 'not given'}; flags {','.join(r.abnormal_flags) or 'none'}",
-            )
-        ]
-        if ctx.baseline:
-            evidence.append(
-                Evidence(
-                    id="lab:baseline",
-                    kind="lab",
-                    title="prior values",
-                    text="Prior values of the same test: " + ", ".join(map(str, ctx.baseline)),
-                )
-            )
-        evidence += [
-            Evidence(id=f"condition:{code}", kind="fhir", title="active condition", text=code)
-            for code in ctx.condition_codes[:20]
-        ]
-        task_input = LabUrgencyInput(
-            test=r.display or r.loinc,
-            loinc=r.loinc,
-            value=r.value_text,
-            units=r.units,
-            reference_range=r.reference_range,
-            abnormal_flags=r.abnormal_flags,
-            rule_urgency=finding.urgency.value,
-            rule_reasons=finding.reasons,
-            baseline=ctx.baseline,
-            context_missing=ctx.missing,
-        )
+        task_input, evidence = urgency_task(request.result, request.context, finding)
         try:
             parsed, rec = await self._gateway().run_task(
                 self._team,

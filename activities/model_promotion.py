@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, TypeVar
@@ -30,6 +31,11 @@ from careflow.finetune.deployment import Stage
 from careflow.finetune.registry import NoteModelRegistry, RegistryRefused
 from careflow.finetune.serving import BASE, NoteModels, base_path, served_model
 from careflow.idempotency import step_key
+from careflow.llm import tasks
+from careflow.llm.config import Target
+from careflow.llm.errors import StructuredOutputFailed
+from careflow.llm.gateway import Gateway
+from careflow.llm.teams import PIPELINES_TEAM
 from careflow.models.model_promotion import (
     NOTE_DRAFT,
     AlertRequest,
@@ -53,13 +59,15 @@ from careflow.models.model_promotion import (
     VersionRef,
 )
 from careflow.notify.notifier import Notifier
-from careflow.observe import feedback, golden, runs
+from careflow.observe import feedback, golden, golden_sets, runs
 from careflow.phi_store import PhiStore
 from careflow.security.logging import get_logger
 
 log = get_logger("careflow.model_promotion")
 T = TypeVar("T")
 HEARTBEAT_EVERY = 5.0
+GOLDEN_USE_CASE = "golden"  # gateway calls of golden runs: their own use case in llm_calls and metrics
+GATEWAY_CONCURRENCY = 4
 
 
 def train_config(spec: TrainSpec) -> lm.TrainConfig:
@@ -69,10 +77,10 @@ def train_config(spec: TrainSpec) -> lm.TrainConfig:
     )  # fmt: skip
 
 
-async def _beating(work: Callable[[], T], progress: dict[str, Any]) -> T:
-    """Run blocking model work in a thread, heartbeating `progress` on a timer (a slow step of the work
-    must never look like a dead worker)."""
-    job = asyncio.ensure_future(asyncio.to_thread(work))
+async def _beating(work: Callable[[], T] | Awaitable[T], progress: dict[str, Any]) -> T:
+    """Run blocking model work in a thread (or await `work`), heartbeating `progress` on a timer (a slow
+    step of the work must never look like a dead worker)."""
+    job = asyncio.ensure_future(work if inspect.isawaitable(work) else asyncio.to_thread(work))
     while not job.done():
         activity.heartbeat(dict(progress))
         await asyncio.wait([job], timeout=HEARTBEAT_EVERY)
@@ -89,9 +97,15 @@ class ModelActivities:
     """careflow-gpu: the base model and the embedder load once per worker process."""
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, phi: PhiStore, registry: Callable[[], NoteModelRegistry]
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        phi: PhiStore,
+        registry: Callable[[], NoteModelRegistry],
+        gateway: Callable[[], Gateway],
     ) -> None:
-        self._settings, self._pool, self._phi, self._registry = settings, pool, phi, registry
+        self._settings, self._pool, self._phi = settings, pool, phi
+        self._registry, self._gateway = registry, gateway
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.prepare, self.train, self.evaluate, self.golden]
@@ -105,16 +119,6 @@ class ModelActivities:
         from careflow.kb.embed import get_embedder
 
         return get_embedder().matrix
-
-    def _golden_set(self, feature: str) -> list[golden.GoldenCase]:
-        """The feature's golden queries (a feature scoped to a tenant, `note_draft.<tenant>`, shares its
-        family's)."""
-        family = feature.split(".", 1)[0]
-        if family != NOTE_DRAFT:
-            raise ApplicationError(
-                f"no golden set for feature {feature!r}", type="NoGoldenSet", non_retryable=True
-            )
-        return _note_draft_golden(self._embed)
 
     @activity.defn(name="model.prepare")
     async def prepare(self, req: PrepareRequest) -> Prepared:
@@ -224,17 +228,46 @@ class ModelActivities:
 
     @activity.defn(name="model.golden")
     async def golden(self, req: GoldenRequest) -> GoldenResult:
-        """Score a version on the feature's golden queries against the serving champion's baseline (the
-        champion is scored first if it never was); the run is recorded once per key."""
+        """Score a version on the feature's golden queries against its champion's baseline; the run is
+        recorded once per key.  The note model: the version asked for, else the candidate, else the
+        champion (scored first if it never was).  A gateway feature: the model that serves it now, and
+        its champion is the version that last passed."""
         progress: dict[str, Any] = {"phase": "golden"}
-        d = await deployment.current(self._pool, req.feature)
-        champion = d.champion or BASE
-        version = req.version or d.candidate or champion
-        cases = await _beating(lambda: self._golden_set(req.feature), progress)
+        family = req.feature.split(".", 1)[0]  # `note_draft.<tenant>` shares its family's golden set
+        if family == NOTE_DRAFT:
+            d = await deployment.current(self._pool, req.feature)
+            champion = d.champion or BASE
+            version = req.version or d.candidate or champion
+            cases = await _beating(lambda: _note_draft_golden(self._embed), progress)
+
+            async def outputs(v: str, key: str) -> list[str]:
+                return await _beating(lambda: self._models.generate(v, [c.prompt for c in cases]), progress)
+
+        elif family in golden_sets.FEATURES:
+            gateway = self._gateway()
+            target = gateway.serving(family, PIPELINES_TEAM)
+            version = f"{target.provider}/{target.model}"
+            if req.version not in (None, version):
+                raise ApplicationError(
+                    f"{req.feature} is scored as it serves ({version}), not as {req.version}",
+                    type="NoGoldenSet", non_retryable=True,
+                )  # fmt: skip
+            champion = await runs.last_passed(self._pool, req.feature) or version
+            task_cases = golden_sets.load(family)
+            cases = [
+                golden.GoldenCase(c.case_id, c.task_input.model_dump_json(), c.expected) for c in task_cases
+            ]
+
+            async def outputs(v: str, key: str) -> list[str]:
+                return await _beating(_answers(gateway, target, task_cases, key, progress), progress)
+
+        else:
+            raise ApplicationError(
+                f"no golden set for feature {req.feature!r}", type="NoGoldenSet", non_retryable=True
+            )
 
         async def scored(v: str, base: float | None, key: str, trigger: str) -> golden.GoldenScore:
-            outs = await _beating(lambda: self._models.generate(v, [c.prompt for c in cases]), progress)
-            s = golden.score(req.feature, v, cases, outs, self._embed, base)
+            s = golden.score(req.feature, v, cases, await outputs(v, key), self._embed, base)
             return await runs.record(self._pool, key, trigger, s)
 
         baseline = await runs.baseline(self._pool, req.feature, champion)
@@ -247,6 +280,34 @@ class ModelActivities:
             feature=s.feature, version=s.version, n=s.n, score=round(s.score, 4), baseline=s.baseline,
             drop=round(s.drop, 4), regressed=s.regressed, worst=list(s.worst),
         )  # fmt: skip
+
+
+async def _answers(
+    gateway: Gateway,
+    target: Target,
+    cases: Sequence[golden_sets.TaskCase],
+    key: str,
+    progress: dict[str, Any],
+) -> list[str]:
+    """A gateway feature's answers to its golden queries, from the model pinned (no fallback), a few at
+    a time; each call recorded in llm_calls under use case `golden` with the run's key + the case."""
+    limit = asyncio.Semaphore(GATEWAY_CONCURRENCY)
+    progress["answered"] = 0
+
+    async def answer(case: golden_sets.TaskCase) -> str:
+        async with limit:
+            try:
+                parsed, _ = await gateway.run_task(
+                    PIPELINES_TEAM, GOLDEN_USE_CASE, tasks.spec_for(case.task_input).default_tier,
+                    case.task_input, case.evidence, request_id=f"{key}/{case.case_id}", pinned=target,
+                )  # fmt: skip
+            except StructuredOutputFailed:
+                return ""  # no valid answer after the corrective retry: scored as the worst answer
+            finally:
+                progress["answered"] += 1
+            return golden_sets.answer_text(parsed)
+
+    return list(await asyncio.gather(*(answer(c) for c in cases)))
 
 
 class PromotionActivities:

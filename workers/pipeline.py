@@ -18,7 +18,7 @@ from careflow.config import Settings
 if TYPE_CHECKING:
     import typer
     from fastapi import APIRouter
-    from temporalio.client import Client
+    from temporalio.client import Client, Schedule
 
     from activities.llm import LlmActivities
     from careflow.audit.trail import PostgresAuditTrail
@@ -116,3 +116,6 @@ class Pipeline:
     demo: Callable[..., None] | None = None  # a typer command: `careflow demo <name>`
     hl7: Mapping[str, RouteFactory] = field(default_factory=dict)  # "ORU^R01" -> its route, over MLLP
     queues: Mapping[str, ActivityQueue] = field(default_factory=dict)  # queue name -> its activities
+    # The Temporal Schedules it runs on, by id (`dev up` creates or updates each; production: the same
+    # call from a deployment job).
+    schedules: Callable[[], Mapping[str, Schedule]] = dict

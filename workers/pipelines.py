@@ -1,9 +1,9 @@
 """Every careflow pipeline, declared once.
 
 The worker registry (workers/registry.py), the `careflow` CLI, the HTTP API, `careflow dev up`'s
-search attributes and the compose file's check all loop over `PIPELINES`.  Adding a pipeline: its
-own files (ARCHITECTURE.md, "Adding a pipeline") plus one declaration here and one line in
-`PIPELINES`.
+search attributes and Schedules and the compose file's check all loop over `PIPELINES`.  Adding a
+pipeline: its own files (ARCHITECTURE.md, "Adding a pipeline") plus one declaration here and one line
+in `PIPELINES`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, Schedule
 from temporalio.common import SearchAttributeKey
 
 from activities.ambient import AmbientActivities, SpeechActivities
@@ -43,6 +43,7 @@ from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
 from starters.cli import risk as risk_cli
 from starters.clients import lab_alert as lab_alert_client
+from starters.clients import model_promotion as model_client
 from starters.clients import readmission as readmission_client
 from starters.demos import ambient as ambient_demo
 from starters.demos import lab_alert as lab_alert_demo
@@ -102,7 +103,17 @@ def _promotion_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 
 def _model_activities(c: ProcessClients) -> list[Callable[..., Any]]:
-    return ModelActivities(c.settings, c.pool, c.phi_store, lambda: c.note_registry).all()
+    return ModelActivities(
+        c.settings, c.pool, c.phi_store, lambda: c.note_registry, lambda: c.llm.gateway
+    ).all()
+
+
+def _golden_schedules() -> dict[str, Schedule]:
+    """Daily golden queries of every AI feature (seed P5 layer 3): a regression alerts operations."""
+    return {
+        f"{promotion_models.GOLDEN_SCHEDULE_ID}-{f}": model_client.golden_schedule(f)
+        for f in promotion_models.GOLDEN_FEATURES
+    }
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -181,6 +192,7 @@ MODEL_PROMOTION = Pipeline(
     commands=[model_cli.model_app],
     routers=[notes_api.router],
     demo=model_demo.model_promotion,
+    schedules=_golden_schedules,
 )
 
 PIPELINES: tuple[Pipeline, ...] = (
@@ -208,6 +220,11 @@ def search_attributes() -> list[SearchAttributeKey[Any]]:
     return sorted(seen.values(), key=lambda k: k.name)
 
 
+def schedules() -> dict[str, Schedule]:
+    """Every Schedule a pipeline runs on, by id: `dev up` creates or updates each."""
+    return {sid: s for p in PIPELINES for sid, s in p.schedules().items()}
+
+
 def hl7_routes(client: Client) -> dict[str, Route[Any]]:
     """Every message type the MLLP listener takes, and the route each pipeline declared for it."""
     return {kind: make(client) for p in PIPELINES for kind, make in p.hl7.items()}
@@ -221,6 +238,9 @@ def check(pipelines: Sequence[Pipeline] = PIPELINES) -> None:
     kinds = [kind for p in pipelines for kind in p.hl7]
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"HL7 message types routed twice: {kinds}")
+    ids = [sid for p in pipelines for sid in p.schedules()]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"Schedule ids repeat: {ids}")
     commands = [t.info.name for p in pipelines for t in p.commands if t.info.name]
     if len(set(commands)) != len(commands):
         raise ValueError(f"command groups repeat: {commands}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from careflow.llm.tasks import LabUrgencyInput
+from careflow.llm.types import Evidence
 from careflow.models.lab_alert import LabResult, PatientLabContext, RuleFinding, Urgency
 
 
@@ -102,3 +104,45 @@ def assess_rules(result: LabResult, context: PatientLabContext) -> RuleFinding:
     if result.loinc == CREATININE and baseline is None and flags & PANIC_FLAGS:
         raise_to(Urgency.CRITICAL, "laboratory flagged a panic value and no baseline is known")
     return RuleFinding(urgency=urgency, reasons=reasons or ["no rule fired"], baseline_median=baseline)
+
+
+def urgency_task(
+    r: LabResult, ctx: PatientLabContext, finding: RuleFinding
+) -> tuple[LabUrgencyInput, list[Evidence]]:
+    """The second step's request (the gateway's `lab_urgency` task): the result, the patient's baseline
+    and active conditions as evidence, the rules' finding as the floor."""
+    evidence = [
+        Evidence(
+            id=f"lab:{r.result_key}",
+            kind="lab",
+            title=r.display or r.loinc,
+            text=f"{r.display or r.loinc} (LOINC {r.loinc}) {r.value_text} {r.units}; reference range "
+            f"{r.reference_range or 'not given'}; flags {','.join(r.abnormal_flags) or 'none'}",
+        )
+    ]
+    if ctx.baseline:
+        evidence.append(
+            Evidence(
+                id="lab:baseline",
+                kind="lab",
+                title="prior values",
+                text="Prior values of the same test: " + ", ".join(map(str, ctx.baseline)),
+            )
+        )
+    evidence += [
+        Evidence(id=f"condition:{code}", kind="fhir", title="active condition", text=code)
+        for code in ctx.condition_codes[:20]
+    ]
+    task_input = LabUrgencyInput(
+        test=r.display or r.loinc,
+        loinc=r.loinc,
+        value=r.value_text,
+        units=r.units,
+        reference_range=r.reference_range,
+        abnormal_flags=r.abnormal_flags,
+        rule_urgency=finding.urgency.value,
+        rule_reasons=finding.reasons,
+        baseline=ctx.baseline,
+        context_missing=ctx.missing,
+    )
+    return task_input, evidence

@@ -304,6 +304,7 @@ class Gateway:
         evidence: list[Evidence],
         request_id: str,
         contains_phi: bool | None = None,  # None: the task's own declaration
+        pinned: Target | None = None,  # one of `serving`'s answers: that model and no fallback
     ) -> tuple[BaseModel, CallRecord]:
         """Build the task's request, call through routing, validate; one corrective retry, then
         StructuredOutputFailed.  The task is the input's type (careflow.llm.tasks.spec_for)."""
@@ -314,7 +315,7 @@ class Gateway:
             request.contains_phi = contains_phi
         evidence_ids = {e.id for e in evidence}
         routing = await self._deployed(task, use_case, request_id)
-        target = None
+        target = pinned
         if routing and routing.serves:
             target = Target(provider=DEPLOYED_TASKS[task], model=served_model(routing.serves))
         error: structured.StructuredOutputError | None = None
@@ -341,6 +342,12 @@ class Gateway:
             request = structured.corrective_request(request, response, error)
         # The validation message names fields and ids only (never values), so it is safe to carry.
         raise StructuredOutputFailed(task, request_id, "; ".join(error.problems) if error else "invalid")
+
+    def serving(self, task: str, team_id: str) -> Target:
+        """The model that answers a task's requests now (its default tier's first target permitted its
+        data): what a golden run scores, pinned, so a fallback's answer is never scored as the primary's."""
+        spec = tasks.task_spec(task)
+        return self._eligible_targets(team_id, spec.default_tier, spec.contains_phi)[0]
 
     async def _deployed(self, task: str, feature: str, request_id: str) -> deployment.Routing | None:
         """Which version answers this request of a deployed task (read each time: a rollback is a row

@@ -18,6 +18,9 @@ GOLDEN_ID_PREFIX = "golden-evaluation-"
 GOLDEN_SCHEDULE_ID = "golden-evaluation-daily"
 NOTE_DRAFT = "note_draft"  # the AI feature the note model answers
 FEATURES = (NOTE_DRAFT,)  # a deployment may be scoped to a tenant: `note_draft.<tenant>` (its own routing)
+# The gateway's other AI features: golden queries too (careflow/observe/golden/), served by the tier map.
+GATEWAY_FEATURES = ("rag_answer", "lab_urgency", "readmission_narrative", "pa_justification")
+GOLDEN_FEATURES = (*FEATURES, *GATEWAY_FEATURES)  # each has a daily golden-evaluation Schedule
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,47}$")]  # feature and candidate names
 

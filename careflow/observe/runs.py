@@ -1,5 +1,7 @@
-"""Golden-query runs in Postgres (`golden_runs`, migration 0019): a version's first score is its
-baseline, each later run is judged against the serving champion's."""
+"""Golden-query runs in Postgres (`golden_runs`, migration 0019): a version's first passing score is
+its baseline, each later run is judged against the champion's: the note model's serving champion, or
+for a gateway feature the version that last passed (a model swapped in the tier map is judged against
+the one before it)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,22 @@ from careflow.observe.golden import GoldenScore
 
 
 async def baseline(pool: asyncpg.Pool, feature: str, version: str) -> float | None:
-    """The score `version` set the first time it was evaluated (None: never evaluated)."""
+    """The score `version` set the first time it passed (None: it never did)."""
     value = await pool.fetchval(
-        """SELECT score FROM golden_runs WHERE feature = $1 AND version = $2
+        """SELECT score FROM golden_runs WHERE feature = $1 AND version = $2 AND NOT regressed
            ORDER BY created_at, run_key LIMIT 1""",
         feature, version,
     )  # fmt: skip
     return float(value) if value is not None else None
+
+
+async def last_passed(pool: asyncpg.Pool, feature: str) -> str | None:
+    """The version of the feature's latest run that did not regress."""
+    return await pool.fetchval(
+        """SELECT version FROM golden_runs WHERE feature = $1 AND NOT regressed
+           ORDER BY created_at DESC, run_key DESC LIMIT 1""",
+        feature,
+    )  # fmt: skip
 
 
 async def record(pool: asyncpg.Pool, key: str, trigger: str, s: GoldenScore) -> GoldenScore:

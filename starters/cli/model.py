@@ -18,6 +18,7 @@ from careflow.finetune import deployment
 from careflow.finetune.registry import open_note_registry
 from careflow.models.model_promotion import (
     FEATURES,
+    GOLDEN_FEATURES,
     NOTE_DRAFT,
     WORKFLOW_ID_PREFIX,
     BlindVote,
@@ -329,7 +330,7 @@ def versions(feature: Annotated[str, typer.Option(help="The AI feature.")] = NOT
 
 @model_app.command("golden")
 def golden(
-    feature: Annotated[str, typer.Option(help="The AI feature.")] = NOTE_DRAFT,
+    feature: Annotated[str, typer.Option(help=f"The AI feature: {', '.join(GOLDEN_FEATURES)}.")] = NOTE_DRAFT,
     schedule: Annotated[bool, typer.Option(help="Create (or update) the daily Schedule instead.")] = False,
 ) -> None:
     """Run the feature's golden queries now against the champion's baseline (or put the daily Schedule)."""

@@ -1,7 +1,10 @@
 """One way to put a Temporal Schedule in place: create it, or bring an existing one to this definition
-(a changed cron or input takes effect without deleting the Schedule's history)."""
+(a changed cron or input takes effect without deleting the Schedule's history; an operator's pause
+stands)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from temporalio.client import (
     Client,
@@ -18,8 +21,10 @@ async def put_schedule(client: Client, schedule_id: str, schedule: Schedule) -> 
         await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
 
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
+        def replace(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            paused = current.description.schedule.state.paused
+            state = dataclasses.replace(schedule.state, paused=paused)
+            return ScheduleUpdate(schedule=dataclasses.replace(schedule, state=state))
 
         await client.get_schedule_handle(schedule_id).update(replace)
         return False

@@ -38,6 +38,7 @@ from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
 from careflow.security.keys import codec_tokens, payload_keyring
 from careflow.security.temporal import connect
+from starters.clients.schedules import put_schedule
 from workers import pipelines
 from workflows import search_attributes
 
@@ -243,6 +244,7 @@ class DevStack:
         await self._up_registry()
         await self._up_temporal()
         await self._ensure_search_attributes()
+        await self._ensure_schedules()
         await self._up_api()
         self._up_workers(workers)
         await self._up_hl7()
@@ -338,6 +340,13 @@ class DevStack:
                 AddSearchAttributesRequest(namespace=ns, search_attributes=missing)
             )
             self.say(f"temporal: search attributes added: {', '.join(sorted(missing))}")
+
+    async def _ensure_schedules(self) -> None:
+        """Every Schedule the pipelines declare, created or brought up to date (their runs wait in
+        Temporal until a worker polls)."""
+        client = await connect(self.settings)
+        made = [await put_schedule(client, sid, s) for sid, s in pipelines.schedules().items()]
+        self.say(f"temporal: {len(made)} schedules ({sum(made)} created, {len(made) - sum(made)} updated)")
 
     async def _up_api(self) -> None:
         if self.pid_of("api"):

@@ -28,6 +28,7 @@ from careflow.db.pool import create_pool
 from careflow.finetune import deployment
 from careflow.finetune.registry import NoteModelRegistry
 from careflow.finetune.serving import served_model
+from careflow.llm.gateway import Gateway
 from careflow.models.model_promotion import (
     BlindVote,
     DataSpec,
@@ -98,7 +99,7 @@ async def saga(
     registry = NoteModelRegistry(
         s.registry_store_url, tmp_path / "mlflow", name=f"note-e2e-{uuid.uuid4().hex[:8]}"
     )
-    model = ModelActivities(s, pool, PhiStore.of(s), lambda: registry)
+    model = ModelActivities(s, pool, PhiStore.of(s), lambda: registry, lambda: Gateway.from_settings(pool, s))
     promo = PromotionActivities(pool, Notifier(pool, None), lambda: registry)
     gpu = f"{task_queue}-gpu"
     try:

@@ -19,6 +19,7 @@ import pytest
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.net import free_port
 from tests.support.cli import run_careflow
+from workers import pipelines
 
 pytestmark = pytest.mark.stack  # starts servers of its own
 
@@ -160,6 +161,10 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         assert "started" not in second.stdout.replace("platform canary", "")
         assert second.stdout.count("already running") == len(pids)
         assert recorded_pids(home) == pids
+        # Every Schedule the pipelines declare: created by the first `up`, brought up to date by the next.
+        n = len(pipelines.schedules())
+        assert f"temporal: {n} schedules ({n} created, 0 updated)" in out
+        assert f"temporal: {n} schedules (0 created, {n} updated)" in second.stdout
 
         status = careflow(stack_env, "dev", "status")
         assert status.returncode == 0, status.stdout + status.stderr
@@ -185,6 +190,10 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         assert careflow(stack_env, "dev", "up", "--no-check").returncode == 0
         relisted = temporal_cli(env, "workflow", "list", "-o", "json")
         assert before <= {w["execution"]["workflowId"] for w in json.loads(relisted.stdout)}
+        golden = temporal_cli(
+            env, "schedule", "describe", "-s", "golden-evaluation-daily-rag_answer", "-o", "json"
+        )
+        assert golden.returncode == 0 and "GoldenEvaluationWorkflow" in golden.stdout, golden.stderr
 
         # Durable under kill -9 (SQLite in WAL mode, synchronous FULL): a start the server has
         # acknowledged is there after the server is killed without warning and started again.
