@@ -52,6 +52,8 @@ from careflow.models.model_promotion import (
     PrepareRequest,
     RegisterRequest,
     RejectRequest,
+    RestoreRequest,
+    RestoreResult,
     TagRequest,
     Trained,
     TrainRequest,
@@ -187,23 +189,17 @@ class ModelActivities:
             examples = prep.from_jsonl(self._phi.read(req.examples_ref))
             adapter = self._phi.read(req.adapter_ref)
             cand_model, cand_tok = self._models.with_adapter(adapter, train_config(req.train))
-            memo: dict[tuple[str, str], str] = {}
+            memo: dict[str, str] = {}  # the candidate is not registered yet: NoteModels cannot keep it
 
-            def generator(name: str, model: Any, tok: Any) -> Callable[[Sequence[str]], list[str]]:
-                def gen(prompts: Sequence[str]) -> list[str]:
-                    todo = [p for p in dict.fromkeys(prompts) if (name, p) not in memo]
-                    outs = (
-                        lm.generate(model, tok, todo)
-                        if model is not None
-                        else self._models.generate(BASE, todo)
-                    )
-                    memo.update({(name, p): o for p, o in zip(todo, outs, strict=True)})
-                    progress["generated"] = len(memo)
-                    return [memo[(name, p)] for p in prompts]
+            def cand_gen(prompts: Sequence[str]) -> list[str]:
+                todo = [p for p in dict.fromkeys(prompts) if p not in memo]
+                memo.update(zip(todo, lm.generate(cand_model, cand_tok, todo), strict=True))
+                progress["generated"] = len(memo)
+                return [memo[p] for p in prompts]
 
-                return gen
+            def base_gen(prompts: Sequence[str]) -> list[str]:
+                return self._models.generate(BASE, prompts)  # remembered per prompt by NoteModels
 
-            base_gen, cand_gen = generator("base", None, None), generator("candidate", cand_model, cand_tok)
             train = [e for e in examples if e.split == "train"]
             test = [e for e in examples if e.split == "test"]
             ev = evaluate(base_gen, cand_gen, test, train)
@@ -319,7 +315,7 @@ class PromotionActivities:
         self._pool, self._notifier, self._registry = pool, notifier, registry
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.register, self.reject, self.tag, self.deploy, self.flag_rate, self.alert]
+        return [self.register, self.reject, self.tag, self.deploy, self.restore, self.flag_rate, self.alert]
 
     async def _call(self, work: Callable[[NoteModelRegistry], T]) -> T:
         def run() -> T:
@@ -386,6 +382,32 @@ class PromotionActivities:
             champion=d.champion, candidate=d.candidate, stage=d.stage.value if d.stage else None,
             percent=d.percent,
         )  # fmt: skip
+
+    @activity.defn(name="model.restore")
+    async def restore(self, req: RestoreRequest) -> RestoreResult:
+        """A promoted champion taken back one step: the champion before it answers again (the routing
+        row first: the next request sees it), then the registry's aliases and the version rejected.
+        Refused (RollbackRefused) when the version never was promoted, no longer serves, or a candidate
+        is in flight (its saga's own rollback comes first)."""
+        key = step_key(req.workflow_id, "restore")
+        promoted, back_to = await deployment.champion_before(self._pool, req.feature, req.version)
+        if not await deployment.applied(self._pool, key):
+            d = await deployment.current(self._pool, req.feature)
+            refusal = ""
+            if not promoted:
+                refusal = f"version {req.version} was never promoted for {req.feature}"
+            elif d.champion != req.version:
+                refusal = (
+                    f"version {req.version} no longer serves {req.feature} (champion: {d.champion or 'base'})"
+                )
+            elif d.candidate and d.stage:
+                refusal = f"candidate {d.candidate} is in {d.stage.value}: roll its saga back first"
+            if refusal:
+                raise ApplicationError(refusal, type="RollbackRefused", non_retryable=True)
+        because = f"rolled back after promotion by {req.by}: {req.reason}"
+        await deployment.rollback(self._pool, req.feature, back_to, req.by, because, key)
+        await self._call(lambda r: r.demote(req.version, back_to, because))
+        return RestoreResult(feature=req.feature, version=req.version, outcome="rolled-back", back_to=back_to)
 
     @activity.defn(name="model.flag_rate")
     async def flag_rate(self, req: FlagRateRequest) -> FlagRateResult:

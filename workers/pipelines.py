@@ -57,6 +57,7 @@ from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
 from workflows.model_promotion import ModelPromotionWorkflow
+from workflows.model_rollback import ModelRollbackWorkflow
 from workflows.platform_canary import PlatformCanaryWorkflow
 from workflows.prior_auth import PriorAuthWorkflow
 from workflows.readmission import (
@@ -185,7 +186,7 @@ AMBIENT = Pipeline(
 MODEL_PROMOTION = Pipeline(
     name=promotion_models.PIPELINE,
     summary="Fine-tune the note model and promote it through gates: review, shadow, canary, golden queries.",
-    workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow],
+    workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow, ModelRollbackWorkflow],
     activities=_promotion_activities,
     queues={GPU: ActivityQueue(_model_activities, slots=1)},
     search_attributes=[sa.PIPELINE, sa.STAGE],

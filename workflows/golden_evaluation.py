@@ -25,16 +25,24 @@ class GoldenEvaluationWorkflow:
             task_queue=inp.model_queue,
         )
         if result.regressed and not inp.started_by:  # a saga's own gate alerts with its rollback
-            await retry_rules.execute(
-                retry_rules.MODEL_STEP,
-                PromotionActivities.alert,
-                AlertRequest(
-                    workflow_id=wid,
-                    step="alert",
-                    feature=inp.feature,
-                    version=result.version,
-                    outcome="golden-regressed",
-                    reason=f"golden {result.score:.3f}, {result.drop:.0%} under baseline {result.baseline}",
-                ),
-            )
+            reason = f"golden {result.score:.3f}, {result.drop:.0%} under baseline {result.baseline}"
+            await alert_operations(inp.feature, result.version, "golden-regressed", reason)
         return result
+
+
+async def alert_operations(
+    feature: str, version: str, outcome: str, reason: str, step: str = "alert"
+) -> None:
+    """How every model workflow tells operations of a failed gate or a rollback (once per workflow step)."""
+    await retry_rules.execute(
+        retry_rules.MODEL_STEP,
+        PromotionActivities.alert,
+        AlertRequest(
+            workflow_id=workflow.info().workflow_id,
+            step=step,
+            feature=feature,
+            version=version,
+            outcome=outcome,
+            reason=reason,
+        ),
+    )

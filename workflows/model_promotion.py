@@ -25,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
     from careflow.finetune.registry import CLEARANCE, DIAGNOSTIC_USES
     from careflow.models.model_promotion import (
         PIPELINE,
-        AlertRequest,
         BlindVote,
         Clearance,
         DeploymentAction,
@@ -49,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from careflow.observe.golden import FLAG_WINDOW
     from workflows import retry_rules
     from workflows import search_attributes as sa
-    from workflows.golden_evaluation import GoldenEvaluationWorkflow
+    from workflows.golden_evaluation import GoldenEvaluationWorkflow, alert_operations
 
 Stage = PromotionStage
 
@@ -319,17 +318,8 @@ class ModelPromotionWorkflow:
                 RejectRequest(workflow_id=wid, version=s.version, reason=f"{outcome.value}: {reason}"),
             )
             s.undone.append(f"registry: version {s.version} rejected")
-        await retry_rules.execute(
-            retry_rules.MODEL_STEP,
-            PromotionActivities.alert,
-            AlertRequest(
-                workflow_id=wid,
-                step=f"alert-{outcome.value}",
-                feature=inp_feature,
-                version=s.version or "",
-                outcome=outcome.value,
-                reason=reason,
-            ),
+        await alert_operations(
+            inp_feature, s.version or "", outcome.value, reason, step=f"alert-{outcome.value}"
         )
         s.reason = reason
         self._stage(outcome)

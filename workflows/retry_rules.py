@@ -143,6 +143,7 @@ MODEL_GOLDEN = Step(
 )
 MODEL_REGISTRY = Step(timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("RegistryRefused",))
 MODEL_DEPLOY = Step(timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("PromotionBlocked",))
+MODEL_RESTORE = Step(timedelta(seconds=60), DAY, timedelta(minutes=1), non_retryable=("RollbackRefused",))
 MODEL_STEP = Step(timedelta(seconds=60), DAY, timedelta(minutes=1))  # flag rate, alerts
 
 

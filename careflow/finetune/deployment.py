@@ -114,6 +114,24 @@ async def rollback(
     return await _change(pool, Deployment(feature, back_to), "rollback", actor, reason, key)
 
 
+async def applied(pool: asyncpg.Pool, key: str) -> bool:
+    """Whether the change with this key was made (a retried step finds its own change done)."""
+    return bool(await pool.fetchval("SELECT 1 FROM model_deployment_events WHERE event_key = $1", key))
+
+
+async def champion_before(pool: asyncpg.Pool, feature: str, version: str) -> tuple[bool, str | None]:
+    """(promoted, the champion before it): what answered the feature before `version`'s latest
+    promotion (None: the base, or the tier route); promoted False when `version` never was."""
+    row = await pool.fetchrow(
+        """SELECT (SELECT champion FROM model_deployment_events b WHERE b.feature = p.feature AND b.id < p.id
+                   ORDER BY b.id DESC LIMIT 1) AS before
+           FROM model_deployment_events p WHERE p.feature = $1 AND p.action = 'promote' AND p.champion = $2
+           ORDER BY p.id DESC LIMIT 1""",
+        feature, version,
+    )  # fmt: skip
+    return (row is not None, row["before"] if row is not None else None)
+
+
 async def history(pool: asyncpg.Pool, feature: str) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT * FROM model_deployment_events WHERE feature = $1 ORDER BY id", feature

@@ -143,6 +143,20 @@ class NoteModelRegistry:
         return self.tag(version, stage="rejected", rejected_because=because,
                         rejected_at=datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
 
+    def demote(self, version: str, back_to: str | None, because: str) -> NoteVersion:
+        """A champion rolled back after its promotion: `back_to` (its `previous`) is champion again, or
+        no version is when it was the first; `version` is marked rejected.  Idempotent."""
+        champion = self.by_alias("champion")
+        if back_to is not None:
+            self._client.set_registered_model_alias(self.name, "champion", back_to)
+            self.stage_tag(back_to, "champion")
+            previous = self.by_alias("previous")
+            if previous is not None and previous.version == back_to:
+                self._client.delete_registered_model_alias(self.name, "previous")
+        elif champion is not None and champion.version == version:
+            self._client.delete_registered_model_alias(self.name, "champion")
+        return self.reject(version, because)
+
     def stage_tag(self, version: str, stage: str) -> NoteVersion:
         when = datetime.now(UTC).isoformat(timespec="seconds")
         return self.tag(version, stage=stage, **{f"{stage}_at": when})

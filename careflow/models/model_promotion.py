@@ -1,6 +1,7 @@
 """Models of the note model's promotion saga (seed P9, P5, P17): one `ModelPromotionWorkflow` per
-candidate (`model-promotion-<feature>-<candidate>`), and `GoldenEvaluationWorkflow`, the golden-query
-check every deployment step and the daily Schedule start."""
+candidate (`model-promotion-<feature>-<candidate>`), `GoldenEvaluationWorkflow`, the golden-query
+check every deployment step and the daily Schedule start, and `ModelRollbackWorkflow`
+(`model-rollback-<feature>-<version>`), a promoted champion taken back one step."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from careflow.task_queues import GPU
 PIPELINE = "model-promotion"  # the CareflowPipeline search attribute's value
 WORKFLOW_ID_PREFIX = "model-promotion-"
 GOLDEN_ID_PREFIX = "golden-evaluation-"
+ROLLBACK_ID_PREFIX = "model-rollback-"
 GOLDEN_SCHEDULE_ID = "golden-evaluation-daily"
 NOTE_DRAFT = "note_draft"  # the AI feature the note model answers
 FEATURES = (NOTE_DRAFT,)  # a deployment may be scoped to a tenant: `note_draft.<tenant>` (its own routing)
@@ -32,6 +34,11 @@ def workflow_id(feature: str, candidate: str) -> str:
 
 def golden_id(feature: str, key: str) -> str:
     return f"{GOLDEN_ID_PREFIX}{feature}-{key}"
+
+
+def rollback_id(feature: str, version: str) -> str:
+    """One rollback per champion version: asking twice attaches to the first."""
+    return f"{ROLLBACK_ID_PREFIX}{feature}-{version}"
 
 
 class PromotionStage(StrEnum):
@@ -273,6 +280,27 @@ class Clearance(BaseModel):
 class Rollback(BaseModel):
     by: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=3, max_length=500)
+
+
+class RestoreInput(BaseModel):
+    """A promoted champion taken back one step (`careflow model rollback --feature F`)."""
+
+    feature: Name
+    version: str  # the champion being rolled back (read when the request was made)
+    by: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class RestoreRequest(RestoreInput):
+    workflow_id: str
+
+
+class RestoreResult(BaseModel):
+    feature: str
+    version: str
+    outcome: Literal["rolled-back", "refused"]
+    back_to: str | None = None  # the champion before it (None: the base / the tier route)
+    reason: str = ""
 
 
 class ReviewTally(BaseModel):

@@ -6,7 +6,8 @@ promote (follows the saga) | status | review (blind pairs) | clearance | rollbac
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal, TypeVar
 
 import asyncpg
 import typer
@@ -27,8 +28,10 @@ from careflow.models.model_promotion import (
     PromotionInput,
     PromotionStage,
     PromotionStatus,
+    RestoreResult,
     Rollback,
     TrainSpec,
+    rollback_id,
 )
 from careflow.observe import runs
 from starters.cli.common import (
@@ -43,6 +46,8 @@ from starters.cli.common import (
 )
 from starters.clients import model_promotion as client_of
 from starters.clients.updates import ReviewRefused
+
+T = TypeVar("T")
 
 model_app = typer.Typer(
     name="model", help="The note model: fine-tune, review, promote, roll back.", no_args_is_help=True
@@ -185,19 +190,28 @@ def status(workflow: Annotated[str, typer.Argument(help="model-promotion-<featur
     console.print(describe(st))
 
 
-def _vote(settings: Settings, wid: str, v: BlindVote) -> None:
-    async def run() -> None:
+def _steer(
+    settings: Settings, workflow: str, what: str, send: Callable[[Client, str, asyncpg.Pool], Awaitable[T]]
+) -> tuple[str, T]:
+    """One audited update to the saga (a refusal is audited, and said here with its reason)."""
+
+    async def run() -> tuple[str, T]:
         client = await cli_connect(settings)
+        wid = await resolve(client, workflow)
         pool = await cli_pool(settings, database_pool_max=2)
         try:
-            t = await client_of.vote(client, wid, v, pool)
+            return wid, await send(client, wid, pool)
         except ReviewRefused as exc:
-            raise CliError(f"{wid}: vote refused ({exc.reason})") from None
+            raise CliError(f"{wid}: {what} refused ({exc.reason})") from None
         finally:
             await pool.close()
-        console.print(f"pair {v.pair}: {v.prefer} recorded ({t.voted}/{t.pairs} pairs voted)")
 
-    asyncio.run(run())
+    return asyncio.run(run())
+
+
+def _vote(settings: Settings, wid: str, v: BlindVote) -> None:
+    _, t = _steer(settings, wid, "vote", lambda c, w, pool: client_of.vote(c, w, v, pool))
+    console.print(f"pair {v.pair}: {v.prefer} recorded ({t.voted}/{t.pairs} pairs voted)")
 
 
 @model_app.command("review")
@@ -241,46 +255,52 @@ def clearance(
     by: Annotated[str, typer.Option(help="Who attaches it (regulatory affairs).")],
 ) -> None:
     """Attach the 510(k) clearance a diagnostic intended use needs before deployment."""
-    settings = cli_settings()
-
-    async def run() -> None:
-        client = await cli_connect(settings)
-        wid = await resolve(client, workflow)
-        pool = await cli_pool(settings, database_pool_max=2)
-        try:
-            await client_of.clearance(client, wid, Clearance(number=number, by=by), pool)
-        except ReviewRefused as exc:
-            raise CliError(f"{wid}: clearance refused ({exc.reason})") from None
-        finally:
-            await pool.close()
-        console.print(f"{escape(wid)}: clearance {escape(number)} attached")
-
-    asyncio.run(run())
+    c = Clearance(number=number, by=by)
+    wid, _ = _steer(
+        cli_settings(), workflow, "clearance", lambda cl, w, pool: client_of.clearance(cl, w, c, pool)
+    )
+    console.print(f"{escape(wid)}: clearance {escape(number)} attached")
 
 
 @model_app.command("rollback")
 def rollback(
-    workflow: Annotated[str, typer.Argument(help="model-promotion-<feature>-<candidate>")],
     by: Annotated[str, typer.Option(help="Who rolls back.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the registry and the deployment events).")],
+    workflow: Annotated[
+        str | None, typer.Argument(help="model-promotion-<feature>-<candidate>: a candidate in its saga.")
+    ] = None,
+    feature: Annotated[
+        str | None, typer.Option(help="Instead: take the feature's promoted champion back one step.")
+    ] = None,
 ) -> None:
-    """Stop a candidate now, in any stage: routing back to the champion, the version rejected, ops alerted."""
+    """Stop a candidate now, in any stage (routing back to the champion, the version rejected, ops
+    alerted); or, with --feature, put back the champion before the promoted one."""
+    if (workflow is None) == (feature is None):
+        raise CliError("name a promotion saga (model-promotion-...) or --feature, one of them")
     settings = cli_settings()
+    if workflow is not None:
+        r = Rollback(by=by, reason=reason)
+        wid, st = _steer(settings, workflow, "rollback", lambda c, w, pool: client_of.rollback(c, w, r, pool))
+        console.print(f"{escape(wid)}: {st.stage.value}")
+        console.print(describe(st))
+        return
+    assert feature is not None
 
-    async def run() -> tuple[str, PromotionStatus]:
+    async def run() -> RestoreResult:
         client = await cli_connect(settings)
-        wid = await resolve(client, workflow)
         pool = await cli_pool(settings, database_pool_max=2)
         try:
-            return wid, await client_of.rollback(client, wid, Rollback(by=by, reason=reason), pool)
-        except ReviewRefused as exc:
-            raise CliError(f"{wid}: rollback refused ({exc.reason})") from None
+            return await client_of.restore(client, pool, feature, by, reason)
         finally:
             await pool.close()
 
-    wid, st = asyncio.run(run())
-    console.print(f"{escape(wid)}: {st.stage.value}")
-    console.print(describe(st))
+    back = asyncio.run(run())
+    if back.outcome == "refused":
+        raise CliError(f"{feature}: rollback refused ({back.reason})")
+    console.print(
+        f"{escape(rollback_id(feature, back.version))}: version {back.version} rolled back; "
+        f"{back.back_to or 'the base'} serves {feature}"
+    )
 
 
 @model_app.command("versions")

@@ -1,5 +1,5 @@
-"""Starting and steering the note model's promotion saga and the golden-query check: shared by the CLI,
-the demo, the bench and the tests."""
+"""Starting and steering the note model's promotion saga, the golden-query check and the rollback of a
+promoted champion: shared by the CLI, the demo, the bench and the tests."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from temporalio.client import (
 
 from careflow import task_queues
 from careflow.config import Settings
-from careflow.finetune import blind
+from careflow.finetune import blind, deployment
 from careflow.models.model_promotion import (
     GOLDEN_ID_PREFIX,
     GOLDEN_SCHEDULE_ID,
@@ -32,9 +32,12 @@ from careflow.models.model_promotion import (
     PromotionInput,
     PromotionStage,
     PromotionStatus,
+    RestoreInput,
+    RestoreResult,
     ReviewTally,
     Rollback,
     golden_id,
+    rollback_id,
     workflow_id,
 )
 from careflow.phi_store import PhiStore
@@ -44,6 +47,7 @@ from starters.clients.updates import execute_audited
 from workflows import search_attributes as sa
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.model_promotion import ModelPromotionWorkflow
+from workflows.model_rollback import ModelRollbackWorkflow
 
 GOLDEN_CRON = "30 3 * * *"  # daily, 03:30 UTC (seed P5: "on schedule, daily minimum")
 
@@ -116,6 +120,23 @@ async def rollback(client: Client, wid: str, r: Rollback, audit_pool: asyncpg.Po
         client, wid, ModelPromotionWorkflow.rollback, r, audit_pool, r.by, "rollback"
     )
     return st
+
+
+async def restore(
+    client: Client, pool: asyncpg.Pool, feature: str, by: str, reason: str, task_queue: str = task_queues.MAIN
+) -> RestoreResult:
+    """Take the feature's promoted champion back one step (ModelRollbackWorkflow); asking again for the
+    same champion attaches to the first request."""
+    d = await deployment.current(pool, feature)
+    if d.champion is None:
+        return RestoreResult(
+            feature=feature, version="", outcome="refused", reason=f"no promoted model serves {feature}"
+        )
+    inp = RestoreInput(feature=feature, version=d.champion, by=by, reason=reason)
+    wid = rollback_id(feature, d.champion)
+    await start_keyed(client, ModelRollbackWorkflow.run, inp, id=wid, task_queue=task_queue)
+    result: RestoreResult = await client.get_workflow_handle_for(ModelRollbackWorkflow.run, wid).result()
+    return result
 
 
 async def golden_now(client: Client, feature: str, version: str | None = None) -> GoldenResult:

@@ -109,6 +109,10 @@ async def run_demo(settings: Settings, patients: int, shadow_seconds: float, can
     console.print(
         "a real review: careflow model promote, then careflow model review <workflow id> --reviewer <you>"
     )
+    console.print(
+        f"the version before one step away: careflow model rollback --feature {good.feature} "
+        "--by <you> --reason <why>"
+    )
 
 
 def model_promotion(

@@ -35,8 +35,10 @@ from careflow.models.model_promotion import (
     PromotionInput,
     PromotionStage,
     PromotionStatus,
+    RestoreInput,
     Rollback,
     TrainSpec,
+    rollback_id,
 )
 from careflow.notify.notifier import Notifier
 from careflow.observe import runs
@@ -49,6 +51,7 @@ from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.model_promotion import ModelPromotionWorkflow
+from workflows.model_rollback import ModelRollbackWorkflow
 
 # Measured on the toy base: 73 training notes, 8 epochs without DP reach ROUGE-L 0.29 (base 0.15); with
 # DP at epsilon 8 the noise drowns so few examples (0.04) and the gate fails, as it should.
@@ -107,7 +110,7 @@ async def saga(
             Worker(
                 client,
                 task_queue=task_queue,
-                workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow],
+                workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow, ModelRollbackWorkflow],
                 activities=promo.all(),
                 workflow_runner=sandbox_runner(),
             ),
@@ -171,6 +174,28 @@ async def test_a_candidate_is_trained_reviewed_deployed_and_becomes_champion(sag
     assert await runs.baseline(saga.pool, saga.feature, st.version) == pytest.approx(
         done.golden[0].score, abs=1e-4
     )
+
+    # The previous version is one step away after the saga too: the base answers again.
+    back = await client_of.restore(
+        saga.client, saga.pool, saga.feature, "dr-ops", "flags after promotion", task_queue=saga.task_queue
+    )
+    assert (back.outcome, back.version, back.back_to) == ("rolled-back", st.version, None)
+    d = await deployment.current(saga.pool, saga.feature)
+    assert (d.champion, d.candidate) == (None, None)
+    assert [r["action"] for r in await deployment.history(saga.pool, saga.feature)][-1] == "rollback"
+    assert (
+        saga.registry.by_alias("champion") is None
+        and saga.registry.version(st.version).tag("stage") == "rejected"
+    )
+    again = await client_of.restore(saga.client, saga.pool, saga.feature, "dr-ops", "twice", saga.task_queue)
+    assert again.outcome == "refused" and "no promoted model serves" in again.reason
+    never = await saga.client.execute_workflow(
+        ModelRollbackWorkflow.run,
+        RestoreInput(feature=saga.feature, version=st.version, by="dr-ops", reason="stale read"),
+        id=f"{rollback_id(saga.feature, st.version)}-stale",
+        task_queue=saga.task_queue,
+    )
+    assert never.outcome == "refused" and "no longer serves" in never.reason
 
 
 async def test_users_flags_in_canary_roll_the_candidate_back(saga: Saga) -> None:

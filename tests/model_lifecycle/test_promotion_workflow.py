@@ -43,12 +43,16 @@ from careflow.models.model_promotion import (
     PromotionStatus,
     RegisterRequest,
     RejectRequest,
+    RestoreInput,
+    RestoreRequest,
+    RestoreResult,
     Rollback,
     TagRequest,
     Trained,
     TrainRequest,
     VersionRef,
     golden_id,
+    rollback_id,
     workflow_id,
 )
 from starters.clients.history import export_history
@@ -56,6 +60,7 @@ from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.model_promotion import ModelPromotionWorkflow
+from workflows.model_rollback import ModelRollbackWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 RECORD = os.environ.get("CAREFLOW_RECORD_HISTORIES") == "1"
@@ -168,6 +173,18 @@ async def golden(req: GoldenRequest) -> GoldenResult:
     )
 
 
+@activity.defn(name="model.restore")
+async def restore(req: RestoreRequest) -> RestoreResult:
+    seen[_name(req.workflow_id)].append(f"restore:{req.version}:{req.by}")
+    if req.version.startswith("never"):
+        raise ApplicationError(
+            f"version {req.version} was never promoted for {req.feature}",
+            type="RollbackRefused",
+            non_retryable=True,
+        )
+    return RestoreResult(feature=req.feature, version=req.version, outcome="rolled-back", back_to="6")
+
+
 @activity.defn(name="model.flag_rate")
 async def flag_rate(req: FlagRateRequest) -> FlagRateResult:
     name = _name(_wid())
@@ -190,8 +207,8 @@ async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncItera
         Worker(
             c,
             task_queue=task_queue,
-            workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow],
-            activities=[register, reject, tag, deploy, flag_rate, alert],
+            workflows=[ModelPromotionWorkflow, GoldenEvaluationWorkflow, ModelRollbackWorkflow],
+            activities=[register, reject, tag, deploy, restore, flag_rate, alert],
             workflow_runner=sandbox_runner(),
         ),
         Worker(c, task_queue=f"{task_queue}-gpu", activities=[prepare, train, evaluate, golden]),
@@ -443,3 +460,29 @@ async def test_the_daily_golden_run_alerts_on_a_regression_of_what_serves(
     assert result.regressed and result.score == 0.60
     assert seen[name] == ["golden:schedule", "alert:golden-regressed"]
     await record(env, golden_id("note_draft", f"{name}-daily"), "GoldenEvaluationWorkflow-schedule-regressed")
+
+
+async def test_a_promoted_champion_goes_back_one_step_and_a_refused_rollback_is_a_named_outcome(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    version = f"7{uuid.uuid4().hex[:6]}"
+    wid = rollback_id("note_draft", version)
+    inp = RestoreInput(feature="note_draft", version=version, by="dr-ops", reason="flags after promotion")
+    done = await env.client.execute_workflow(ModelRollbackWorkflow.run, inp, id=wid, task_queue=task_queue)
+    assert (done.outcome, done.back_to) == ("rolled-back", "6")
+    assert seen[version] == [f"restore:{version}:dr-ops", "alert:rolled-back"]
+    await record(env, wid, "ModelRollbackWorkflow-rolled-back")
+
+    never = f"never-{uuid.uuid4().hex[:6]}"
+    refused = await env.client.execute_workflow(
+        ModelRollbackWorkflow.run,
+        inp.model_copy(update={"version": never}),
+        id=rollback_id("note_draft", never),
+        task_queue=task_queue,
+    )
+    assert (
+        refused.outcome == "refused"
+        and refused.reason == f"version {never} was never promoted for note_draft"
+    )
+    assert seen[never] == [f"restore:{never}:dr-ops"]  # nothing changed, nobody alerted
+    await record(env, rollback_id("note_draft", never), "ModelRollbackWorkflow-refused")
