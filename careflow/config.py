@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:55432/careflow"
     database_pool_min: int = Field(1, ge=0)
     database_pool_max: int = Field(10, ge=1)
+    # Disaster recovery (seed P20): the embedded stack's hot standby (`careflow dev up --standby`), a
+    # streaming replica on this port; synchronous: a commit waits for it (RPO 0), else the lag is the RPO.
+    standby_port: int = Field(55433, ge=1, le=65535)
+    standby_synchronous: bool = False
     # The model registry (MLflow): its store is database `mlflow` beside database_url's unless set
     # (any SQLAlchemy URL); its artifacts (model files, evaluation reports) under CAREFLOW_HOME/mlflow.
     registry_url: str | None = None
@@ -207,10 +211,13 @@ class Settings(BaseSettings):
 
     @property
     def registry_store_url(self) -> str:
-        """SQLAlchemy URL of the model registry's store (psycopg 3 driver)."""
+        """SQLAlchemy URL of the model registry's store (psycopg 3 driver): database `mlflow` beside
+        careflow's, on the primary of the moment (a failover moves it too: careflow/db/endpoint.py)."""
         if self.registry_url:
             return self.registry_url
-        parts = urlsplit(self.database_url)
+        from careflow.db.endpoint import active_url
+
+        parts = urlsplit(active_url(self))
         return urlunsplit(("postgresql+psycopg", parts.netloc, "/" + REGISTRY_DATABASE, "", ""))
 
     @cached_property

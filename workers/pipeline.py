@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from temporalio.common import SearchAttributeKey
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from careflow.notify.notifier import Notifier
     from careflow.phi_store import PhiStore
     from careflow.readmission.registry import ModelRegistry
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,42 @@ class ProcessClients:
 
         return PhiStore.of(self.settings)
 
-    @cached_property
+    @property
     def registry(self) -> ModelRegistry:
         """The model registry (MLflow; its import takes seconds, so only on first use)."""
         from careflow.readmission.registry import open_registry
 
-        return open_registry(self.settings)
+        return self._registries.on(
+            self.settings.registry_store_url, "model", lambda: open_registry(self.settings)
+        )
 
-    @cached_property
+    @property
     def note_registry(self) -> NoteModelRegistry:
         """The note model's registry (MLflow, beside readmission's)."""
         from careflow.finetune.registry import open_note_registry
 
-        return open_note_registry(self.settings)
+        return self._registries.on(
+            self.settings.registry_store_url, "note", lambda: open_note_registry(self.settings)
+        )
+
+    @cached_property
+    def _registries(self) -> _Registries:
+        return _Registries()
+
+
+class _Registries:
+    """Each registry opened once per store URL: after a failover moves the database, the next use opens
+    it again on the new primary (a worker never needs a restart for it)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], Any] = {}
+
+    def on(self, url: str, kind: str, make: Callable[[], T]) -> T:
+        if (url, kind) not in self._open:
+            self._open = {k: v for k, v in self._open.items() if k[1] != kind}
+            self._open[(url, kind)] = make()
+        found: T = self._open[(url, kind)]
+        return found
 
 
 ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]

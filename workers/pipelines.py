@@ -15,6 +15,7 @@ from temporalio.client import Client, Schedule
 from temporalio.common import SearchAttributeKey
 
 from activities.ambient import AmbientActivities, SpeechActivities
+from activities.dr import DrActivities
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.model_promotion import ModelActivities, PromotionActivities
@@ -22,6 +23,7 @@ from activities.prior_auth import PriorAuthActivities
 from activities.readmission import ReadmissionActivities
 from careflow.hl7.listener import Route
 from careflow.models import ambient as ambient_models
+from careflow.models import dr as dr_models
 from careflow.models import kb_refresh as kb_models
 from careflow.models import lab_alert as lab_alert_models
 from careflow.models import model_promotion as promotion_models
@@ -36,6 +38,7 @@ from starters.api import notes as notes_api
 from starters.api import orders as orders_api
 from starters.api import rag as rag_api
 from starters.cli import ambient as ambient_cli
+from starters.cli import dr as dr_cli
 from starters.cli import kb as kb_cli
 from starters.cli import labs as labs_cli
 from starters.cli import model as model_cli
@@ -53,6 +56,7 @@ from starters.demos import readmission as readmission_demo
 from workers.pipeline import ActivityQueue, Pipeline, ProcessClients
 from workflows import search_attributes as sa
 from workflows.ambient import AmbientNoteWorkflow
+from workflows.dr_failover import DRFailoverWorkflow
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
@@ -115,6 +119,10 @@ def _golden_schedules() -> dict[str, Schedule]:
         f"{promotion_models.GOLDEN_SCHEDULE_ID}-{f}": model_client.golden_schedule(f)
         for f in promotion_models.GOLDEN_FEATURES
     }
+
+
+def _dr_activities(c: ProcessClients) -> list[Callable[..., Any]]:
+    return DrActivities(c.settings, c.pool, c.notifier).all()
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -196,6 +204,15 @@ MODEL_PROMOTION = Pipeline(
     schedules=_golden_schedules,
 )
 
+DISASTER_RECOVERY = Pipeline(
+    name=dr_models.PIPELINE,
+    summary="Database failover to the hot standby: fence, promote, switch, verify, RTO/RPO measured.",
+    workflows=[DRFailoverWorkflow],
+    activities=_dr_activities,
+    search_attributes=[sa.PIPELINE, sa.STAGE],
+    commands=[dr_cli.dr_app],
+)
+
 PIPELINES: tuple[Pipeline, ...] = (
     CANARY,
     LAB_ALERT,
@@ -204,6 +221,7 @@ PIPELINES: tuple[Pipeline, ...] = (
     READMISSION,
     AMBIENT,
     MODEL_PROMOTION,
+    DISASTER_RECOVERY,
 )
 
 

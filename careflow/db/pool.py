@@ -12,6 +12,7 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from careflow.config import Settings
+from careflow.db import endpoint
 
 IDLE_SESSION_LIFETIME_S = 30.0
 
@@ -26,9 +27,14 @@ async def _release(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
-    """Open the pool; the `vector` extension must exist (migration 0001 creates it)."""
+    """Open the pool; the `vector` extension must exist (migration 0001 creates it).  Each new connection
+    goes to the primary of the moment (careflow/db/endpoint.py), so a failover needs no restart."""
+
+    async def connect(*args: object, **kwargs: object) -> asyncpg.Connection:
+        return await asyncpg.connect(endpoint.active_url(settings), **kwargs)
+
     pool = await asyncpg.create_pool(
-        settings.database_url,
+        connect=connect,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
         init=_init_connection,

@@ -16,6 +16,7 @@ class AuditEventType(StrEnum):
     PHI_WRITE = "phi-write"
     AI_INFERENCE = "ai-inference"
     REVIEWER_ACTION = "reviewer-action"
+    SYSTEM_OPERATION = "system-operation"  # the platform acting on itself: a DR failover's steps
 
 
 class AuditAction(StrEnum):

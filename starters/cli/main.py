@@ -48,6 +48,9 @@ def dev_up(
         int | None, typer.Option(help="Worker processes per task queue (default: keep, or 1).")
     ] = None,
     check: Annotated[bool, typer.Option(help="Run the platform canary once everything is up.")] = True,
+    standby: Annotated[
+        bool, typer.Option(help="Also a hot standby: a streaming replica of Postgres (the DR site).")
+    ] = False,
 ) -> None:
     """Start the embedded stack; components already running are left alone."""
     from starters.devstack.stack import DevStack
@@ -57,7 +60,7 @@ def dev_up(
     console.print("[bold]careflow dev up[/bold]")
 
     async def go() -> None:
-        await stack.up(workers)
+        await stack.up(workers, with_standby=standby)
         if check and workers == 0:
             console.print("\nplatform canary: skipped (--workers 0: no worker to run it)")
         elif check:

@@ -34,11 +34,13 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from careflow.config import REGISTRY_DATABASE, Settings
-from careflow.db.embedded import EmbeddedPostgres
+from careflow.db import endpoint, replication
 from careflow.db.migrate import migrate
+from careflow.dr import sites
 from careflow.security.keys import codec_tokens, payload_keyring
 from careflow.security.temporal import connect
 from starters.clients.schedules import put_schedule
+from starters.devstack import standby
 from workers import pipelines
 from workflows import search_attributes
 
@@ -123,9 +125,11 @@ class DevStack:
         self.temporal_host, self.temporal_port = host, int(port)
         db = urlsplit(settings.database_url)
         self.embedded_pg = db.hostname in LOCAL_HOSTS
-        self.pg = EmbeddedPostgres(
-            pgdata=self.home / "pg", port=db.port or 5432, log_file=self.log_dir / "postgres.log"
-        )
+        # The primary is whichever cluster the active endpoint names (the standby's folder after a
+        # failover); the standby is the other one.
+        primary_url, standby_url = sites.urls(settings)
+        self.pg, self.standby = sites.cluster(settings, primary_url), sites.cluster(settings, standby_url)
+        self.pg.options = replication.archive_options(self.pg)  # every finished WAL segment archived
 
     # -- process bookkeeping ------------------------------------------------------------------
     def _record(self, name: str) -> Path:
@@ -236,11 +240,13 @@ class DevStack:
         return path
 
     # -- up -------------------------------------------------------------------------------------
-    async def up(self, workers: int | None = None) -> None:
+    async def up(self, workers: int | None = None, with_standby: bool = False) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         payload_keyring(self.settings)  # dev: create the shared secrets before any child needs them
         codec_tokens(self.settings)
         await self._up_postgres()
+        if self.embedded_pg and (with_standby or standby.exists(self.standby)):
+            await standby.up(self.pg, self.standby, self.settings, self.say)
         await self._up_registry()
         await self._up_temporal()
         await self._ensure_search_attributes()
@@ -267,7 +273,7 @@ class DevStack:
             self.say(f"postgres: started on {where}")
         if self.embedded_pg:
             await self.pg.ensure_database(urlsplit(self.settings.database_url).path.lstrip("/") or "careflow")
-        applied = await migrate(self.settings.database_url)
+        applied = await migrate(endpoint.active_url(self.settings))
         self.say(f"postgres: migrations applied: {', '.join(applied) if applied else 'none pending'}")
 
     async def _up_registry(self) -> None:
@@ -414,6 +420,10 @@ class DevStack:
             if self._terminate(name, grace if name.startswith("worker-") else 15):
                 stopped.append(name)
                 self.say(f"{name}: stopped")
+        if self.embedded_pg and self.standby.is_running():
+            self.standby.stop()
+            stopped.append("postgres-standby")
+            self.say("postgres-standby: stopped")
         if self.embedded_pg and self.pg.is_running():
             self.pg.stop()
             stopped.append("postgres")
@@ -422,6 +432,7 @@ class DevStack:
             self.say("nothing was running")
         if purge:
             if self.embedded_pg:
+                self.standby.remove()
                 self.pg.remove()
             shutil.rmtree(self.home, ignore_errors=True)
             self.say(
@@ -435,7 +446,10 @@ class DevStack:
         states = []
         if self.embedded_pg:
             pid = self.pg.pid()
-            states.append(ComponentState("postgres", pid, await self._db_ok(), self.settings.database_url))
+            states.append(ComponentState("postgres", pid, await self._db_ok(), self._primary_detail()))
+            if standby.exists(self.standby):
+                healthy, detail = await standby.state(self.pg, self.standby)
+                states.append(ComponentState("postgres-standby", self.standby.pid(), healthy, detail))
         else:
             states.append(ComponentState("postgres", None, await self._db_ok(), "external"))
         t_pid = self.pid_of("temporal")
@@ -502,11 +516,17 @@ class DevStack:
             found.append((wf.workflow_type, wf.id))
         return count, found
 
+    def _primary_detail(self) -> str:
+        now = endpoint.active(self.settings)
+        return sites.redacted(now.url) + (
+            f" (since the failover {now.reason}, {now.since})" if now.since else ""
+        )
+
     async def _db_ok(self) -> bool:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(self.settings.database_url, timeout=3)
+            conn = await asyncpg.connect(endpoint.active_url(self.settings), timeout=3)
         except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await conn.close()

@@ -54,6 +54,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
             "CAREFLOW_API_PORT": str(free_port()),
             "CAREFLOW_HL7_PORT": str(free_port()),
             "CAREFLOW_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/careflow",
+            "CAREFLOW_STANDBY_PORT": str(free_port()),
             "CAREFLOW_WORKER_METRICS_PORT_BASE": str(free_port_run(2)),
             "CAREFLOW_WORKER_GRACEFUL_SHUTDOWN_SECONDS": "5",
             "COLUMNS": "200",
@@ -166,9 +167,16 @@ def test_up_is_idempotent_survives_restart_and_down_leaves_nothing(stack_env: di
         assert f"temporal: {n} schedules ({n} created, 0 updated)" in out
         assert f"temporal: {n} schedules (0 created, {n} updated)" in second.stdout
 
+        # The DR site: a hot standby cloned from the primary, streaming (dev status shows its lag).
+        standby = careflow(stack_env, "dev", "up", "--standby", "--no-check")
+        assert standby.returncode == 0, standby.stdout + standby.stderr
+        assert "postgres-standby: cloned from the primary" in standby.stdout
+        assert "postgres-standby: streaming (async), " in standby.stdout
+
         status = careflow(stack_env, "dev", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert "down" not in status.stdout and "platform canary: healthy" in status.stdout
+        assert "postgres-standby" in status.stdout and "streaming (async)" in status.stdout
 
         # Workflows survive a restart: the dev server keeps its SQLite file.
         env = dict(

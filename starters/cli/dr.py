@@ -1,0 +1,120 @@
+"""`careflow dr ...`: disaster recovery (seed P20).
+
+failover (follows it) | approve | status
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from careflow.models.dr import WORKFLOW_ID_PREFIX, Approval, FailoverInput, FailoverStatus
+from starters.cli.common import CliError, cli_connect, cli_settings, find_workflow, make_console
+from starters.clients import dr as client_of
+from starters.clients.updates import ReviewRefused
+
+dr_app = typer.Typer(name="dr", help="Disaster recovery: fail the database over to its hot standby.")
+console = make_console()
+
+
+def describe(st: FailoverStatus) -> str:
+    lines = [f"stage: {st.stage.value}" + (f" ({st.reason})" if st.reason else "")]
+    a = st.assessment
+    if a is not None:
+        lines.append(f"primary {a.primary.url}: {'up' if a.primary.up else 'DOWN ' + a.primary.error}")
+        if a.standby is not None:
+            lag = f", {a.lag_bytes} bytes behind" if a.lag_bytes is not None else ""
+            lines.append(f"standby {a.standby.url}: {'up' if a.standby.up else 'DOWN'}{lag}")
+    if st.approved_by:
+        lines.append(f"approved by {st.approved_by}")
+    if st.escalated:
+        lines.append("escalated: the next on-call tier was paged")
+    if st.verified is not None:
+        v = st.verified
+        chain = "ok" if v.audit_ok else "BROKEN"
+        lines.append(f"verified: first write {v.first_write_at}, audit chain {chain} ({v.audit_rows} rows)")
+    for r in st.recovery:
+        verdict = "met" if r.met else "MISSED"
+        lines.append(
+            f"  {r.feature}: RTO {r.rto_s:.1f} s (goal {r.objective_rto_s:.0f} s), RPO {r.rpo}: {verdict}"
+        )
+    return "\n".join(lines)
+
+
+async def _resolve(given: str) -> str:
+    client = await cli_connect(cli_settings())
+    return await find_workflow(
+        client, given, prefix=WORKFLOW_ID_PREFIX, workflow_type="DRFailoverWorkflow", what="DR failover",
+        listing="temporal workflow list --query \"WorkflowType='DRFailoverWorkflow'\"",
+    )  # fmt: skip
+
+
+@dr_app.command("failover")
+def failover(
+    incident: Annotated[str, typer.Option(help="The incident id (one failover per incident).")],
+    by: Annotated[str, typer.Option(help="Who asks for it.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")],
+    automatic: Annotated[bool, typer.Option(help="Do not wait for an operator's approval.")] = False,
+    force: Annotated[bool, typer.Option(help="Promote even a standby lagging beyond the RPO guard.")] = False,
+) -> None:
+    """Fail the database over to its standby: assess, (approve,) fence, promote, switch, verify."""
+    settings = cli_settings()
+    inp = FailoverInput(incident=incident, requested_by=by, reason=reason, automatic=automatic, force=force)
+
+    async def run() -> tuple[str, bool, FailoverStatus]:
+        client = await cli_connect(settings)
+        started = await client_of.start(client, inp)
+        if automatic:
+            return started.workflow_id, started.started, await client_of.result(client, started.workflow_id)
+        return started.workflow_id, started.started, await client_of.assessed(client, started.workflow_id)
+
+    wid, new, st = asyncio.run(run())
+    console.print(
+        f"{escape(wid)}{'' if new else ' (under way: attached)'}: {escape(settings.workflow_url(wid))}"
+    )
+    console.print(describe(st))
+    if not automatic and st.stage.value == "awaiting-approval":
+        console.print(f"approve: careflow dr approve {incident} --by <operator>")
+
+
+@dr_app.command("approve")
+def approve(
+    incident: Annotated[str, typer.Argument(help="The incident (or dr-failover-<incident>).")],
+    by: Annotated[str, typer.Option(help="The operator who approves.")],
+    note: Annotated[str, typer.Option(help="Anything to keep with the approval.")] = "",
+) -> None:
+    """Approve a failover that waits for an operator."""
+    settings = cli_settings()
+
+    async def run() -> FailoverStatus:
+        wid = await _resolve(incident)
+        client = await cli_connect(settings)
+        pool = await client_of.audit_pool(settings)  # None while the database is what is down
+        try:
+            await client_of.approve(client, wid, Approval(by=by, note=note), pool)
+        except (WorkflowUpdateFailedError, RPCError, ReviewRefused) as exc:
+            raise CliError(f"{wid}: approval refused ({getattr(exc, 'reason', None) or exc})") from None
+        finally:
+            if pool is not None:
+                await pool.close()
+        return await client_of.result(client, wid)
+
+    console.print(describe(asyncio.run(run())))
+
+
+@dr_app.command("status")
+def status(
+    incident: Annotated[str, typer.Argument(help="The incident (or dr-failover-<incident>).")],
+) -> None:
+    """Where a failover is, what it found and what it measured."""
+
+    async def run() -> FailoverStatus:
+        wid = await _resolve(incident)
+        return await client_of.status(await cli_connect(cli_settings()), wid)
+
+    console.print(describe(asyncio.run(run())))

@@ -1,0 +1,71 @@
+"""Starting and steering a DR failover (seed P20): shared by the CLI, the demo, the bench and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from temporalio.client import Client
+
+from careflow import task_queues
+from careflow.config import Settings
+from careflow.db.pool import create_pool
+from careflow.models.dr import PIPELINE, Approval, FailoverInput, FailoverStage, FailoverStatus, workflow_id
+from starters.clients.keyed_start import Started, start_keyed
+from starters.clients.updates import execute_audited
+from workflows import search_attributes as sa
+from workflows.dr_failover import DRFailoverWorkflow
+
+
+async def start(client: Client, inp: FailoverInput, task_queue: str = task_queues.MAIN) -> Started:
+    """One failover per incident: a second request for the same incident attaches to the first."""
+    wid = workflow_id(inp.incident)
+    started = await start_keyed(
+        client, DRFailoverWorkflow.run, inp, id=wid, task_queue=task_queue,
+        search_attributes=sa.at_start(PIPELINE, FailoverStage.ASSESSING.value, "default")
+        if inp.search_attributes else None,
+    )  # fmt: skip
+    return Started(wid, started)
+
+
+async def status(client: Client, wid: str) -> FailoverStatus:
+    st: FailoverStatus = await client.get_workflow_handle(wid).query(DRFailoverWorkflow.status)
+    return st
+
+
+async def assessed(client: Client, wid: str, timeout: float = 60) -> FailoverStatus:
+    """The failover once its assessment is in (probing an unreachable site takes seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        st = await status(client, wid)
+        if st.stage is not FailoverStage.ASSESSING or loop.time() > deadline:
+            return st
+        await asyncio.sleep(0.5)
+
+
+async def audit_pool(settings: Settings) -> asyncpg.Pool | None:
+    """A small pool on the active primary for auditing a refused approval, or None when it is down."""
+    try:
+        return await asyncio.wait_for(create_pool(settings.model_copy(update={"database_pool_max": 2})), 5)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return None
+
+
+async def result(client: Client, wid: str) -> FailoverStatus:
+    st: FailoverStatus = await client.get_workflow_handle_for(DRFailoverWorkflow.run, wid).result()
+    return st
+
+
+async def approve(client: Client, wid: str, a: Approval, audit_pool: asyncpg.Pool | None) -> FailoverStatus:
+    """The operator's approval; a refusal (none awaited) is audited when the database answers."""
+    if audit_pool is None:  # the database is what failed: the workflow's own history is the record
+        st: FailoverStatus = await client.get_workflow_handle(wid).execute_update(
+            DRFailoverWorkflow.approve_failover, a
+        )
+        return st
+    done: FailoverStatus = await execute_audited(
+        client, wid, DRFailoverWorkflow.approve_failover, a, audit_pool=audit_pool, actor=a.by,
+        action="approve-failover", resource_type="Database", what="failover",
+    )  # fmt: skip
+    return done
