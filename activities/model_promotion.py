@@ -391,21 +391,16 @@ class PromotionActivities:
         is in flight (its saga's own rollback comes first)."""
         key = step_key(req.workflow_id, "restore")
         promoted, back_to = await deployment.champion_before(self._pool, req.feature, req.version)
-        if not await deployment.applied(self._pool, key):
-            d = await deployment.current(self._pool, req.feature)
-            refusal = ""
-            if not promoted:
-                refusal = f"version {req.version} was never promoted for {req.feature}"
-            elif d.champion != req.version:
-                refusal = (
-                    f"version {req.version} no longer serves {req.feature} (champion: {d.champion or 'base'})"
-                )
-            elif d.candidate and d.stage:
-                refusal = f"candidate {d.candidate} is in {d.stage.value}: roll its saga back first"
-            if refusal:
-                raise ApplicationError(refusal, type="RollbackRefused", non_retryable=True)
+        if not promoted:
+            raise ApplicationError(
+                f"version {req.version} was never promoted for {req.feature}", type="RollbackRefused",
+                non_retryable=True,
+            )  # fmt: skip
         because = f"rolled back after promotion by {req.by}: {req.reason}"
-        await deployment.rollback(self._pool, req.feature, back_to, req.by, because, key)
+        try:
+            await deployment.restore(self._pool, req.feature, req.version, back_to, req.by, because, key)
+        except deployment.DeploymentRefused as exc:
+            raise ApplicationError(str(exc), type="RollbackRefused", non_retryable=True) from None
         await self._call(lambda r: r.demote(req.version, back_to, because))
         return RestoreResult(feature=req.feature, version=req.version, outcome="rolled-back", back_to=back_to)
 

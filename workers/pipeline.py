@@ -3,6 +3,7 @@ factory is given: the worker process's shared clients, each built once, on first
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -102,13 +103,15 @@ class _Registries:
 
     def __init__(self) -> None:
         self._open: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()  # activities call from several threads (MLflow is synchronous)
 
     def on(self, url: str, kind: str, make: Callable[[], T]) -> T:
-        if (url, kind) not in self._open:
-            self._open = {k: v for k, v in self._open.items() if k[1] != kind}
-            self._open[(url, kind)] = make()
-        found: T = self._open[(url, kind)]
-        return found
+        with self._lock:
+            if (url, kind) not in self._open:
+                self._open = {k: v for k, v in self._open.items() if k[1] != kind}
+                self._open[(url, kind)] = make()
+            found: T = self._open[(url, kind)]
+            return found
 
 
 ActivityFactory = Callable[[ProcessClients], Sequence[Callable[..., Any]]]

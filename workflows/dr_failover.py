@@ -1,8 +1,10 @@
-"""`DRFailoverWorkflow` (seed P20), one per incident (`dr-failover-<incident>`): assess what failed;
-for the database, refuse a standby that cannot take over (absent, or lagging beyond the RPO guard
-unless forced), wait for an operator's `approve_failover` when not automatic (paging the next on-call
-tier on a timer), then fence the old primary, promote the standby, move every process to it, verify
-a write and the audit chain there, and record the measured RTO and RPO per feature.
+"""`DRFailoverWorkflow` (seed P20), one per incident (`dr-failover-<incident>`): assess what failed
+(or, `planned`, switch over from a primary that still answers); refuse a standby that cannot take
+over: absent, lagging beyond the RPO guard, or asynchronous with the primary gone (its last commits
+unknowable), unless forced; wait for an operator's `approve_failover` when not automatic (paging the
+next on-call tier on a timer) and assess again after it; then fence the old primary, promote the
+standby, move every process to it, verify a write and the audit chain there, and record the measured
+RTO and RPO per feature.  A failure after the fence ends in `failover-failed` with operations paged.
 
 Split brain is the outcome to avoid above all: the old primary is fenced before the standby is
 promoted, and a fenced cluster refuses to start.  Every step's time is kept here and written to the
@@ -10,15 +12,18 @@ new primary's audit trail by `record` (the failing database could not hold it)."
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.dr import DrActivities
     from careflow.models.dr import (
         PIPELINE,
         Approval,
+        Assessment,
         FailoverInput,
         FailoverStatus,
         RecordRequest,
@@ -42,38 +47,36 @@ class DRFailoverWorkflow:
         s.incident, self._visible = inp.incident, inp.search_attributes
         detected = inp.detected_at or workflow.now()
         self._stage(Stage.ASSESSING)
-        a = await retry_rules.execute(retry_rules.DR_PROBE, DrActivities.assess, wid)
-        s.assessment = a
-        if a.failed == "nothing":
-            return self._end(Stage.NOTHING_FAILED, f"the primary {a.primary.url} answers as the primary")
-        standby = a.standby
-        if standby is None or not standby.up or not standby.in_recovery:
-            why = (
-                "no standby configured"
-                if standby is None
-                else f"the standby {standby.url} is "
-                + ("unreachable" if not standby.up else "not in recovery (already a primary?)")
-            )
-            return self._end(Stage.REFUSED, f"nothing to promote: {why}")
-        if a.lag_bytes is not None and a.lag_bytes > inp.max_lag_bytes and not inp.force:
-            return self._end(
-                Stage.REFUSED,
-                f"the standby lags {a.lag_bytes} bytes, beyond the RPO guard of {inp.max_lag_bytes}: "
-                "promoting it would lose committed work (force to accept, audited)",
-            )
+        a = s.assessment = await retry_rules.execute(retry_rules.DR_PROBE, DrActivities.assess, wid)
+        if refused := _refusal(a, inp):
+            return self._end(*refused)
         old = StepRequest(workflow_id=wid, incident=inp.incident, url=a.primary.url)
-        if not inp.automatic and not await self._approved(inp, old):
-            return self._end(Stage.NOT_APPROVED, f"no approve_failover within {inp.approval_hours:g} h")
+        if not inp.automatic:
+            if not await self._approved(inp, old):
+                return self._end(Stage.NOT_APPROVED, f"no approve_failover within {inp.approval_hours:g} h")
+            self._stage(Stage.ASSESSING)  # the sites may have changed while the approval was awaited
+            a = s.assessment = await retry_rules.execute(retry_rules.DR_PROBE, DrActivities.assess, wid)
+            if refused := _refusal(a, inp):
+                return self._end(*refused)
+        assert a.standby is not None  # _refusal: there is one to promote
+        to = old.model_copy(update={"url": a.standby.url})
 
         self._stage(Stage.FENCING)
         await retry_rules.execute(retry_rules.DR_ACT, DrActivities.fence, old)
-        self._stage(Stage.PROMOTING)
-        to = old.model_copy(update={"url": standby.url})
-        promoted = await retry_rules.execute(retry_rules.DR_ACT, DrActivities.promote, to)
-        self._stage(Stage.SWITCHING)
-        await retry_rules.execute(retry_rules.DR_ACT, DrActivities.switch, to)
-        self._stage(Stage.VERIFYING)
-        s.verified = await retry_rules.execute(retry_rules.DR_VERIFY, DrActivities.verify, to)
+        try:  # from here on the old primary is down for good: a failure is handed to operations
+            self._stage(Stage.PROMOTING)
+            promoted = await retry_rules.execute(retry_rules.DR_ACT, DrActivities.promote, to)
+            self._stage(Stage.SWITCHING)
+            await retry_rules.execute(retry_rules.DR_ACT, DrActivities.switch, to)
+            self._stage(Stage.VERIFYING)
+            s.verified = await retry_rules.execute(retry_rules.DR_VERIFY, DrActivities.verify, to)
+        except ActivityError as err:
+            step = s.stage.value
+            self._end(Stage.FAILOVER_FAILED, f"the old primary is fenced, {step} failed: "
+                      f"{retry_rules.failure_message(err)}; operations finish it by hand")  # fmt: skip
+            with contextlib.suppress(ActivityError):
+                await retry_rules.execute(retry_rules.DR_PAGE, DrActivities.page, old)
+            return s
         outcome = Stage.FAILED_OVER if s.verified.ok else Stage.VERIFY_FAILED
         self._stage(outcome)
         s.recovery = await retry_rules.execute(
@@ -87,7 +90,7 @@ class DRFailoverWorkflow:
             ),
         )  # fmt: skip
         s.reason = (
-            f"{standby.url} is the primary"
+            f"{a.standby.url} is the primary"
             if s.verified.ok
             else f"promoted, but not verified: {s.verified.reason}"
         )
@@ -141,3 +144,29 @@ class DRFailoverWorkflow:
         self._s.stages.append((stage.value, workflow.now()))
         if self._visible:
             workflow.upsert_search_attributes(sa.updates(stage.value, pipeline=PIPELINE))
+
+
+def _refusal(a: Assessment, inp: FailoverInput) -> tuple[Stage, str] | None:
+    """Why this assessment must not lead to a failover (None: it may)."""
+    if a.failed == "nothing" and not inp.planned:
+        return Stage.NOTHING_FAILED, f"the primary {a.primary.url} answers as the primary"
+    standby = a.standby
+    if standby is None:
+        return Stage.REFUSED, "nothing to promote: no standby configured"
+    if not standby.up or not standby.in_recovery:
+        state = "unreachable" if not standby.up else "not in recovery (already a primary?)"
+        return Stage.REFUSED, f"nothing to promote: the standby {standby.url} is {state}"
+    if inp.force:
+        return None
+    if a.lag_bytes is not None and a.lag_bytes > inp.max_lag_bytes:
+        return Stage.REFUSED, (
+            f"the standby lags {a.lag_bytes} bytes, beyond the RPO guard of {inp.max_lag_bytes}: "
+            "promoting it would lose committed work (force to accept, audited)"
+        )
+    if not a.primary.up and not a.synchronous:
+        heard = f"{a.standby_heard_s:.1f} s ago" if a.standby_heard_s is not None else "at an unknown time"
+        return Stage.REFUSED, (
+            f"asynchronous replication and the primary down: what it committed after the standby last heard "
+            f"from it ({heard}) cannot be known; force to accept that loss (audited)"
+        )
+    return None

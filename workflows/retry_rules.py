@@ -164,6 +164,7 @@ DR_PROBE = Step(timedelta(seconds=30), timedelta(hours=1), timedelta(seconds=5))
 DR_ACT = Step(timedelta(minutes=2), timedelta(hours=1), timedelta(seconds=5))  # fence, promote, switch
 DR_VERIFY = Step(timedelta(minutes=1), timedelta(hours=1), timedelta(seconds=2))
 DR_RECORD = Step(timedelta(minutes=1), DAY, timedelta(seconds=30))
+DR_PAGE = Step(timedelta(seconds=30), timedelta(minutes=10), timedelta(seconds=10))  # a failed failover
 
 
 def failure_type(err: ActivityError) -> str | None:

@@ -171,7 +171,7 @@ class EmbeddedPostgres:
         if self.fence_file.exists():
             raise EmbeddedPostgresError(
                 f"{self.data_dir} was fenced by a failover ({self.fence_file.read_text().strip()}): it must "
-                "not take writes again; rebuild it as a standby of the new primary (careflow dr failback)"
+                "not take writes again; it runs again only rebuilt as a standby of the new primary"
             )
         self._prepare()
         if not (self.data_dir / "PG_VERSION").exists():

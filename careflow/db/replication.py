@@ -24,12 +24,14 @@ SLOT = "careflow_standby"  # the primary's replication slot, and the standby's a
 
 
 def archive_options(pg: EmbeddedPostgres) -> dict[str, str]:
-    """Server settings of a primary whose finished WAL segments are copied to its archive (an
-    existing file is never overwritten: a segment is archived once)."""
-    where = shlex.quote(str(pg.wal_archive_dir))
+    """Server settings of a primary whose finished WAL segments are copied to its archive: written whole
+    (a copy, then a rename), never overwritten (a segment archived before counts as done when identical,
+    and fails loudly when not)."""
+    d = shlex.quote(str(pg.wal_archive_dir))
     return {
         "archive_mode": "on",
-        "archive_command": f"test ! -f {where}/%f && cp %p {where}/%f.part && mv {where}/%f.part {where}/%f",
+        "archive_command": f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; "
+        f"else cp %p {d}/%f.part && mv {d}/%f.part {d}/%f; fi",
         "wal_keep_size": "256MB",
     }
 
@@ -61,15 +63,6 @@ async def replicas(primary_dsn: str) -> list[Replica]:
     ]
 
 
-async def in_recovery(dsn: str) -> bool:
-    """True on a standby (replaying WAL), False on a primary."""
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
-    finally:
-        await conn.close()
-
-
 async def _ensure_slot(primary_dsn: str) -> None:
     conn = await asyncpg.connect(primary_dsn, timeout=5)
     try:
@@ -97,9 +90,17 @@ async def make_standby(primary: EmbeddedPostgres, standby: EmbeddedPostgres, syn
     await _ensure_slot(primary.dsn("postgres"))
     await asyncio.to_thread(standby.clone_from, primary.port, SLOT, SLOT)
     await asyncio.to_thread(standby.start)
-    deadline = asyncio.get_running_loop().time() + 60
-    while not any(r.name == SLOT and r.state == "streaming" for r in await replicas(primary.dsn("postgres"))):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the standby did not start streaming within 60 s (see its log)")
-        await asyncio.sleep(0.2)
+    await streaming(primary.dsn("postgres"))
     await set_synchronous(primary.dsn("postgres"), synchronous)
+
+
+async def streaming(primary_dsn: str, timeout: float = 60) -> Replica:
+    """The standby once it streams from the primary (a synchronous primary must not wait on it before)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [r for r in await replicas(primary_dsn) if r.name == SLOT and r.state == "streaming"]
+        if found:
+            return found[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"the standby did not start streaming within {timeout:.0f} s (see its log)")
+        await asyncio.sleep(0.2)

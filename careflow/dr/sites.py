@@ -22,13 +22,14 @@ def at_port(settings: Settings, port: int | None) -> str:
     from the credential-free one a workflow carries, so a payload can never point careflow at a
     database it was not configured with."""
     parts = urlsplit(settings.database_url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{port or 5432}"))
+    user = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{user + '@' if user else ''}{parts.hostname}:{port or 5432}"))
 
 
 def redacted(url: str) -> str:
     """host:port/db, never a password."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port}", parts.path, "", ""))
+    return urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 5432}", parts.path, "", ""))
 
 
 def urls(settings: Settings) -> tuple[str, str]:
@@ -79,9 +80,13 @@ async def heard_s(standby_url: str) -> float | None:
 
 
 async def fence(settings: Settings, url: str, why: str) -> None:
+    """Fenced for sure, or an error (the activity retries): the standby is never promoted while the old
+    primary might still take a write."""
     pg = cluster(settings, url)
     if not pg.fence_file.exists() or pg.is_running():
         await asyncio.to_thread(pg.fence, why)
+    if pg.is_running() or (await probe(url, timeout=2)).up:
+        raise RuntimeError(f"{redacted(url)} still answers after fencing: the standby is not promoted")
 
 
 async def promote(settings: Settings, url: str) -> None:

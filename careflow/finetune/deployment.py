@@ -13,6 +13,7 @@ code deployment.  Every change is also an event in `model_deployment_events` (wh
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,21 +55,42 @@ def route(d: Deployment, request_id: str) -> Routing:
     return Routing(d.candidate if bucket(d.feature, request_id) < d.percent else d.champion)
 
 
-async def current(pool: asyncpg.Pool, feature: str) -> Deployment:
-    row = await pool.fetchrow(
-        "SELECT champion, candidate, stage, percent FROM model_deployments WHERE feature = $1", feature
-    )
+class DeploymentRefused(Exception):
+    """The change's precondition did not hold when it was to be made (nothing was changed)."""
+
+
+_ROW = "SELECT champion, candidate, stage, percent FROM model_deployments WHERE feature = $1"
+
+
+def _of(feature: str, row: asyncpg.Record | None) -> Deployment:
     if row is None:
         return Deployment(feature)
     stage = Stage(row["stage"]) if row["stage"] else None
     return Deployment(feature, row["champion"], row["candidate"], stage, row["percent"])
 
 
+async def current(pool: asyncpg.Pool, feature: str) -> Deployment:
+    return _of(feature, await pool.fetchrow(_ROW, feature))
+
+
 async def _change(
-    pool: asyncpg.Pool, d: Deployment, action: str, actor: str, reason: str, key: str
+    pool: asyncpg.Pool,
+    d: Deployment,
+    action: str,
+    actor: str,
+    reason: str,
+    key: str,
+    refuse: Callable[[Deployment], str | None] | None = None,
 ) -> Deployment:
-    """Write the row and its event in one transaction; an event key seen before is a retry: no-op."""
+    """Write the row and its event in one transaction; an event key seen before is a retry: no-op.
+    `refuse` judges the row as it is, locked, before the change (its reason: DeploymentRefused)."""
     async with pool.acquire() as conn, conn.transaction():
+        applied = await conn.fetchval("SELECT 1 FROM model_deployment_events WHERE event_key = $1", key)
+        if refuse is not None and not applied:
+            if (
+                why := refuse(_of(d.feature, await conn.fetchrow(_ROW + " FOR UPDATE", d.feature)))
+            ) is not None:
+                raise DeploymentRefused(why)
         done = await conn.fetchval(
             """INSERT INTO model_deployment_events (event_key, feature, action, champion, candidate, stage,
                    percent, actor, reason)
@@ -114,9 +136,20 @@ async def rollback(
     return await _change(pool, Deployment(feature, back_to), "rollback", actor, reason, key)
 
 
-async def applied(pool: asyncpg.Pool, key: str) -> bool:
-    """Whether the change with this key was made (a retried step finds its own change done)."""
-    return bool(await pool.fetchval("SELECT 1 FROM model_deployment_events WHERE event_key = $1", key))
+async def restore(
+    pool: asyncpg.Pool, feature: str, version: str, back_to: str | None, actor: str, reason: str, key: str
+) -> Deployment:
+    """A promoted champion taken back one step, only while it is still the champion with no candidate
+    in flight (judged and changed in one transaction: a saga starting meanwhile waits, then is seen)."""
+
+    def refuse(now: Deployment) -> str | None:
+        if now.champion != version:
+            return f"version {version} no longer serves {feature} (champion: {now.champion or 'base'})"
+        if now.candidate and now.stage:
+            return f"candidate {now.candidate} is in {now.stage.value}: roll its saga back first"
+        return None
+
+    return await _change(pool, Deployment(feature, back_to), "rollback", actor, reason, key, refuse)
 
 
 async def champion_before(pool: asyncpg.Pool, feature: str, version: str) -> tuple[bool, str | None]:

@@ -314,6 +314,8 @@ class Gateway:
         if contains_phi is not None:
             request.contains_phi = contains_phi
         evidence_ids = {e.id for e in evidence}
+        if pinned is not None and request.contains_phi and not self.providers[pinned.provider].phi_permitted:
+            raise PhiNotPermitted(team_id, f"provider {pinned.provider!r} is not permitted PHI")
         routing = await self._deployed(task, use_case, request_id)
         target = pinned
         if routing and routing.serves:

@@ -33,6 +33,7 @@ class FailoverStage(StrEnum):
     REFUSED = "refused"  # no standby to promote, or it lags beyond the RPO (unless forced)
     NOT_APPROVED = "not-approved"  # nobody approved before the deadline
     VERIFY_FAILED = "verify-failed"  # promoted and switched, but the checks did not pass: operations paged
+    FAILOVER_FAILED = "failover-failed"  # fenced, then promote/switch/verify gave up: operations paged
 
     @property
     def settled(self) -> bool:
@@ -45,6 +46,7 @@ _SETTLED = {
     FailoverStage.REFUSED,
     FailoverStage.NOT_APPROVED,
     FailoverStage.VERIFY_FAILED,
+    FailoverStage.FAILOVER_FAILED,
 }
 
 
@@ -54,6 +56,7 @@ class FailoverInput(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
     detected_at: datetime | None = None  # the first failed probe (RTO starts there); None: the start
     automatic: bool = False  # False: wait for an operator's approve_failover
+    planned: bool = False  # a switchover while the primary still answers (maintenance, a site evacuated)
     force: bool = False  # promote even when the standby lags beyond max_lag_bytes (audited)
     max_lag_bytes: int = Field(1024 * 1024, ge=0)  # the RPO guard for asynchronous replication
     escalate_minutes: float = Field(5, gt=0)  # no approval by then: the next on-call tier is paged

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from careflow.config import Settings
+from careflow.db import endpoint
 from careflow.db.pool import create_pool
 from careflow.security.codec import EncryptionCodec
 from careflow.security.keys import codec_tokens, payload_keyring
@@ -74,7 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
         # A new session, not a pooled one: a Postgres that is shutting down still serves the
         # sessions it has, and refuses new ones, which is what every other process will meet.
         try:
-            conn = await asyncpg.connect(settings.database_url, timeout=3)
+            conn = await asyncpg.connect(endpoint.active_url(settings), timeout=3)
             try:
                 await conn.fetchval("SELECT 1", timeout=3)
             finally:

@@ -9,11 +9,13 @@ import asyncio
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from careflow.models.dr import WORKFLOW_ID_PREFIX, Approval, FailoverInput, FailoverStatus
+from careflow.validation import error_fields
 from starters.cli.common import CliError, cli_connect, cli_settings, find_workflow, make_console
 from starters.clients import dr as client_of
 from starters.clients.updates import ReviewRefused
@@ -61,10 +63,21 @@ def failover(
     reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")],
     automatic: Annotated[bool, typer.Option(help="Do not wait for an operator's approval.")] = False,
     force: Annotated[bool, typer.Option(help="Promote even a standby lagging beyond the RPO guard.")] = False,
+    planned: Annotated[bool, typer.Option(help="Switch over from a primary that still answers.")] = False,
 ) -> None:
     """Fail the database over to its standby: assess, (approve,) fence, promote, switch, verify."""
     settings = cli_settings()
-    inp = FailoverInput(incident=incident, requested_by=by, reason=reason, automatic=automatic, force=force)
+    try:
+        inp = FailoverInput(
+            incident=incident,
+            requested_by=by,
+            reason=reason,
+            automatic=automatic,
+            force=force,
+            planned=planned,
+        )
+    except ValidationError as exc:
+        raise CliError(f"invalid failover request: {error_fields(exc)}") from None
 
     async def run() -> tuple[str, bool, FailoverStatus]:
         client = await cli_connect(settings)

@@ -192,10 +192,11 @@ def api() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending SQL migrations (safe to run from several processes at once)."""
+    from careflow.db.endpoint import active_url
     from careflow.db.migrate import migrate
 
     try:
-        applied = asyncio.run(migrate(cli_settings().database_url))
+        applied = asyncio.run(migrate(active_url(cli_settings())))
     except OSError as exc:
         raise CliError(f"cannot reach Postgres ({exc}): {STACK_HINT}") from None
     console.print(f"applied: {', '.join(applied) if applied else 'none pending'}")

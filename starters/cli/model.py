@@ -11,6 +11,7 @@ from typing import Annotated, Literal, TypeVar
 
 import asyncpg
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from temporalio.client import Client
 
@@ -34,6 +35,7 @@ from careflow.models.model_promotion import (
     rollback_id,
 )
 from careflow.observe import runs
+from careflow.validation import error_fields
 from starters.cli.common import (
     CliError,
     IdTable,
@@ -278,8 +280,11 @@ def rollback(
     if (workflow is None) == (feature is None):
         raise CliError("name a promotion saga (model-promotion-...) or --feature, one of them")
     settings = cli_settings()
+    try:
+        r = Rollback(by=by, reason=reason)  # the same checks a post-promotion rollback's input makes
+    except ValidationError as exc:
+        raise CliError(f"invalid rollback: {error_fields(exc)}") from None
     if workflow is not None:
-        r = Rollback(by=by, reason=reason)
         wid, st = _steer(settings, workflow, "rollback", lambda c, w, pool: client_of.rollback(c, w, r, pool))
         console.print(f"{escape(wid)}: {st.stage.value}")
         console.print(describe(st))

@@ -18,10 +18,11 @@ from workflows.dr_failover import DRFailoverWorkflow
 
 
 async def start(client: Client, inp: FailoverInput, task_queue: str = task_queues.MAIN) -> Started:
-    """One failover per incident: a second request for the same incident attaches to the first."""
+    """One failover per incident: a second request while it runs attaches to it; one after it ended
+    (refused, say, and now forced) starts a new run under the same id."""
     wid = workflow_id(inp.incident)
     started = await start_keyed(
-        client, DRFailoverWorkflow.run, inp, id=wid, task_queue=task_queue,
+        client, DRFailoverWorkflow.run, inp, id=wid, task_queue=task_queue, again_after_close=True,
         search_attributes=sa.at_start(PIPELINE, FailoverStage.ASSESSING.value, "default")
         if inp.search_attributes else None,
     )  # fmt: skip
@@ -47,7 +48,8 @@ async def assessed(client: Client, wid: str, timeout: float = 60) -> FailoverSta
 async def audit_pool(settings: Settings) -> asyncpg.Pool | None:
     """A small pool on the active primary for auditing a refused approval, or None when it is down."""
     try:
-        return await asyncio.wait_for(create_pool(settings.model_copy(update={"database_pool_max": 2})), 5)
+        small = settings.model_copy(update={"database_pool_min": 1, "database_pool_max": 2})
+        return await asyncio.wait_for(create_pool(small), 5)
     except (OSError, TimeoutError, asyncpg.PostgresError):
         return None
 

@@ -34,6 +34,7 @@ async def start_keyed(
     id: str,
     task_queue: str,
     search_attributes: TypedSearchAttributes | None = None,
+    again_after_close: bool = False,  # True: a request after the run ended starts a new run
 ) -> bool:
     try:
         await client.start_workflow(
@@ -43,7 +44,9 @@ async def start_keyed(
             task_queue=task_queue,
             # FAIL, not USE_EXISTING: the error tells the caller a run was there already.
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+            if again_after_close
+            else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             search_attributes=search_attributes,
         )
     except WorkflowAlreadyStartedError:

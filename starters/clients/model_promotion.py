@@ -125,8 +125,8 @@ async def rollback(client: Client, wid: str, r: Rollback, audit_pool: asyncpg.Po
 async def restore(
     client: Client, pool: asyncpg.Pool, feature: str, by: str, reason: str, task_queue: str = task_queues.MAIN
 ) -> RestoreResult:
-    """Take the feature's promoted champion back one step (ModelRollbackWorkflow); asking again for the
-    same champion attaches to the first request."""
+    """Take the feature's promoted champion back one step (ModelRollbackWorkflow); asking again while it
+    runs attaches to it, asking after it ended starts a new run (refused: no longer serves)."""
     d = await deployment.current(pool, feature)
     if d.champion is None:
         return RestoreResult(
@@ -134,7 +134,9 @@ async def restore(
         )
     inp = RestoreInput(feature=feature, version=d.champion, by=by, reason=reason)
     wid = rollback_id(feature, d.champion)
-    await start_keyed(client, ModelRollbackWorkflow.run, inp, id=wid, task_queue=task_queue)
+    await start_keyed(
+        client, ModelRollbackWorkflow.run, inp, id=wid, task_queue=task_queue, again_after_close=True
+    )
     result: RestoreResult = await client.get_workflow_handle_for(ModelRollbackWorkflow.run, wid).result()
     return result
 

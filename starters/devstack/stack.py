@@ -244,9 +244,7 @@ class DevStack:
         self.home.mkdir(parents=True, exist_ok=True)
         payload_keyring(self.settings)  # dev: create the shared secrets before any child needs them
         codec_tokens(self.settings)
-        await self._up_postgres()
-        if self.embedded_pg and (with_standby or standby.exists(self.standby)):
-            await standby.up(self.pg, self.standby, self.settings, self.say)
+        await self._up_postgres(with_standby)
         await self._up_registry()
         await self._up_temporal()
         await self._ensure_search_attributes()
@@ -256,7 +254,7 @@ class DevStack:
         await self._up_hl7()
         self.write_stack_env()
 
-    async def _up_postgres(self) -> None:
+    async def _up_postgres(self, with_standby: bool) -> None:
         if not self.embedded_pg:
             self.say(f"postgres: using {urlsplit(self.settings.database_url).hostname} (not embedded)")
         elif self.pg.is_running() and await asyncio.to_thread(self.pg.accepts_connections):
@@ -272,7 +270,12 @@ class DevStack:
             where = f"127.0.0.1:{self.pg.port} (pid {self.pg.pid()}, data {self.pg.data_dir})"
             self.say(f"postgres: started on {where}")
         if self.embedded_pg:
+            # No commit may wait on a standby that is not streaming yet: synchronous mode comes back
+            # once it is (standby.up), and stays off without one.
+            await replication.set_synchronous(self.pg.dsn("postgres"), False)
             await self.pg.ensure_database(urlsplit(self.settings.database_url).path.lstrip("/") or "careflow")
+            if with_standby or standby.exists(self.standby):
+                await standby.up(self.pg, self.standby, self.settings, self.say)
         applied = await migrate(endpoint.active_url(self.settings))
         self.say(f"postgres: migrations applied: {', '.join(applied) if applied else 'none pending'}")
 

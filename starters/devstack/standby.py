@@ -21,7 +21,7 @@ def exists(standby: EmbeddedPostgres) -> bool:
 async def up(
     primary: EmbeddedPostgres, standby: EmbeddedPostgres, settings: Settings, say: Callable[[str], None]
 ) -> None:
-    """Start the standby (cloning the primary the first time) and set the commit mode."""
+    """Start the standby (cloning the primary the first time), then the commit mode once it streams."""
     if standby.fence_file.exists():
         say(
             f"postgres-standby: {standby.data_dir} was the primary until a failover "
@@ -36,6 +36,7 @@ async def up(
     else:
         await replication.make_standby(primary, standby, settings.standby_synchronous)
         say(f"postgres-standby: cloned from the primary, on 127.0.0.1:{standby.port} (pid {standby.pid()})")
+    await replication.streaming(primary.dsn("postgres"))
     await replication.set_synchronous(primary.dsn("postgres"), settings.standby_synchronous)
     say(f"postgres-standby: {describe(await replication.replicas(primary.dsn('postgres')))}")
 

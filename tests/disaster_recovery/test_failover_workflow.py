@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -57,12 +58,14 @@ async def assess(wid: str) -> Assessment:
     if incident.startswith("slow"):
         await hold.wait()
     standby = None if incident.startswith("nostandby") else Site(url=STANDBY, up=True, in_recovery=True)
-    if incident.startswith("nothing"):
+    if incident.startswith(("nothing", "lagging")):  # the primary answers: the lag is measured
+        lag = 5 * 1024 * 1024 if incident.startswith("lagging") else 0
         return Assessment(failed="nothing", primary=Site(url=PRIMARY, up=True, in_recovery=False),
-                          standby=standby, lag_bytes=0, synchronous=False)  # fmt: skip
-    lag = 5 * 1024 * 1024 if incident.startswith("lagging") else None
+                          standby=standby, lag_bytes=lag, synchronous=False)  # fmt: skip
+    asynchronous = incident.startswith("async")
     return Assessment(failed="database", primary=Site(url=PRIMARY, up=False, error="ConnectionRefusedError"),
-                      standby=standby, lag_bytes=lag, synchronous=lag is None)  # fmt: skip
+                      standby=standby, lag_bytes=None, synchronous=not asynchronous,
+                      standby_heard_s=12.0 if asynchronous else None)  # fmt: skip
 
 
 @activity.defn(name="dr.fence")
@@ -73,6 +76,8 @@ async def fence(req: StepRequest) -> None:
 @activity.defn(name="dr.promote")
 async def promote(req: StepRequest) -> datetime:
     seen[req.incident].append(f"promote:{req.url.rsplit(':', 1)[-1]}")
+    if req.incident.startswith("stuck"):
+        raise ApplicationError("pg_ctl promote: server did not promote in time", non_retryable=True)
     return datetime(2026, 12, 6, 12, 0, 30, tzinfo=UTC)
 
 
@@ -167,6 +172,7 @@ async def test_the_failover_waits_for_approval_pages_the_next_tier_then_goes_on_
     await handle.execute_update(DRFailoverWorkflow.approve_failover, Approval(by="dr-lead", note="go"))
     done: FailoverStatus = await handle.result()
     assert done.stage is FailoverStage.FAILED_OVER and done.approved_by == "dr-lead"
+    assert seen[incident].count("assess") == 2  # assessed again after the wait: the sites may have moved
     assert (
         "approved" in [s for s, _ in records[incident].steps] and records[incident].approved_by == "dr-lead"
     )
@@ -189,16 +195,46 @@ async def test_without_an_approval_before_the_deadline_nothing_is_touched(
     await keep(env, handle, "DRFailoverWorkflow-not-approved")
 
 
-async def test_a_lagging_standby_is_refused_with_its_lag_unless_forced(
+async def test_a_planned_switchover_to_a_lagging_standby_is_refused_with_its_lag_unless_forced(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    refused: FailoverStatus = await (await start(env, task_queue, "lagging", automatic=True)).result()
+    refused: FailoverStatus = await (
+        await start(env, task_queue, "lagging", automatic=True, planned=True)
+    ).result()
     assert refused.stage is FailoverStage.REFUSED
     assert refused.reason.startswith("the standby lags 5242880 bytes, beyond the RPO guard of 1048576")
-    forced_handle = await start(env, task_queue, "lagging", automatic=True, force=True)
+    forced_handle = await start(env, task_queue, "lagging", automatic=True, planned=True, force=True)
     forced: FailoverStatus = await forced_handle.result()
     assert forced.stage is FailoverStage.FAILED_OVER and records[_incident(forced_handle.id)].forced
     await keep(env, forced_handle, "DRFailoverWorkflow-forced")
+
+
+async def test_an_asynchronous_standby_with_the_primary_gone_needs_the_loss_accepted(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue, "async", automatic=True)
+    refused: FailoverStatus = await handle.result()
+    assert refused.stage is FailoverStage.REFUSED and refused.reason.startswith(
+        "asynchronous replication and the primary down: what it committed after the standby last heard "
+        "from it (12.0 s ago) cannot be known"
+    )
+    assert seen[_incident(handle.id)] == ["assess"]  # nothing touched
+    await keep(env, handle, "DRFailoverWorkflow-refused-asynchronous")
+    forced: FailoverStatus = await (
+        await start(env, task_queue, "async", automatic=True, force=True)
+    ).result()
+    assert forced.stage is FailoverStage.FAILED_OVER
+
+
+async def test_a_promotion_that_fails_after_the_fence_is_a_named_outcome_and_pages_operations(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue, "stuck", automatic=True)
+    done: FailoverStatus = await handle.result()
+    assert done.stage is FailoverStage.FAILOVER_FAILED
+    assert done.reason.startswith("the old primary is fenced, promoting failed: pg_ctl promote")
+    assert seen[_incident(handle.id)] == ["assess", "fence:55432/careflow", "promote:55433/careflow", "page"]
+    await keep(env, handle, "DRFailoverWorkflow-failover-failed")
 
 
 async def test_nothing_to_fail_over_and_nothing_to_promote_are_named_outcomes(

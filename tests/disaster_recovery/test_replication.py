@@ -16,6 +16,7 @@ from careflow.config import Settings
 from careflow.db import endpoint, replication
 from careflow.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from careflow.db.pool import create_pool
+from careflow.dr import sites
 from careflow.net import free_port
 from tests.support.wait import wait_until
 
@@ -62,7 +63,7 @@ async def test_a_synchronous_standby_has_every_commit_and_takes_over_from_a_fenc
     await replication.make_standby(primary, standby, synchronous=True)
     [replica] = await replication.replicas(p_dsn)
     assert (replica.name, replica.state, replica.sync) == (replication.SLOT, "streaming", "sync")
-    assert await replication.in_recovery(s_dsn) and not await replication.in_recovery(p_dsn)
+    assert (await sites.probe(s_dsn)).in_recovery and (await sites.probe(p_dsn)).in_recovery is False
     assert await _rows(s_dsn) == 100  # the base backup
 
     # Synchronous: a commit returns once the standby has it, so it is there without waiting.
@@ -97,7 +98,7 @@ async def test_a_synchronous_standby_has_every_commit_and_takes_over_from_a_fenc
         await asyncio.to_thread(primary.start)
     await asyncio.to_thread(standby.promote)
     await replication.set_synchronous(s_dsn, False)  # no standby of its own yet: commits must not wait
-    assert not await replication.in_recovery(s_dsn)
+    assert (await sites.probe(s_dsn)).in_recovery is False
     endpoint.switch(settings, s_dsn, "incident test-1")
 
     # The same pool, no restart: its broken connections are replaced by ones to the new primary.

@@ -20,7 +20,10 @@ CREATE TABLE dr_failovers (
 
 -- Operations on the platform itself (a failover's fence, promote, switch) join the audit trail.
 ALTER TABLE audit_events DROP CONSTRAINT audit_events_event_type_check;
+-- NOT VALID, then VALIDATE: the existing rows are checked without holding an exclusive lock meanwhile.
 ALTER TABLE audit_events ADD CONSTRAINT audit_events_event_type_check
-    CHECK (event_type IN ('phi-access', 'phi-write', 'ai-inference', 'reviewer-action', 'system-operation'));
+    CHECK (event_type IN ('phi-access', 'phi-write', 'ai-inference', 'reviewer-action', 'system-operation'))
+    NOT VALID;
+ALTER TABLE audit_events VALIDATE CONSTRAINT audit_events_event_type_check;
 
 GRANT SELECT, INSERT, UPDATE ON dr_failovers TO careflow_app;
