@@ -31,9 +31,6 @@ from careflow.finetune.deployment import Stage
 from careflow.finetune.registry import NoteModelRegistry, RegistryRefused
 from careflow.finetune.serving import BASE, NoteModels, base_path, served_model
 from careflow.idempotency import step_key
-from careflow.llm import tasks
-from careflow.llm.config import Target
-from careflow.llm.errors import StructuredOutputFailed
 from careflow.llm.gateway import Gateway
 from careflow.llm.teams import PIPELINES_TEAM
 from careflow.models.model_promotion import (
@@ -68,8 +65,6 @@ from careflow.security.logging import get_logger
 log = get_logger("careflow.model_promotion")
 T = TypeVar("T")
 HEARTBEAT_EVERY = 5.0
-GOLDEN_USE_CASE = "golden"  # gateway calls of golden runs: their own use case in llm_calls and metrics
-GATEWAY_CONCURRENCY = 4
 
 
 def train_config(spec: TrainSpec) -> lm.TrainConfig:
@@ -255,7 +250,9 @@ class ModelActivities:
             ]
 
             async def outputs(v: str, key: str) -> list[str]:
-                return await _beating(_answers(gateway, target, task_cases, key, progress), progress)
+                return await _beating(
+                    golden_sets.answers(gateway, target, task_cases, key, progress), progress
+                )
 
         else:
             raise ApplicationError(
@@ -276,34 +273,6 @@ class ModelActivities:
             feature=s.feature, version=s.version, n=s.n, score=round(s.score, 4), baseline=s.baseline,
             drop=round(s.drop, 4), regressed=s.regressed, worst=list(s.worst),
         )  # fmt: skip
-
-
-async def _answers(
-    gateway: Gateway,
-    target: Target,
-    cases: Sequence[golden_sets.TaskCase],
-    key: str,
-    progress: dict[str, Any],
-) -> list[str]:
-    """A gateway feature's answers to its golden queries, from the model pinned (no fallback), a few at
-    a time; each call recorded in llm_calls under use case `golden` with the run's key + the case."""
-    limit = asyncio.Semaphore(GATEWAY_CONCURRENCY)
-    progress["answered"] = 0
-
-    async def answer(case: golden_sets.TaskCase) -> str:
-        async with limit:
-            try:
-                parsed, _ = await gateway.run_task(
-                    PIPELINES_TEAM, GOLDEN_USE_CASE, tasks.spec_for(case.task_input).default_tier,
-                    case.task_input, case.evidence, request_id=f"{key}/{case.case_id}", pinned=target,
-                )  # fmt: skip
-            except StructuredOutputFailed:
-                return ""  # no valid answer after the corrective retry: scored as the worst answer
-            finally:
-                progress["answered"] += 1
-            return golden_sets.answer_text(parsed)
-
-    return list(await asyncio.gather(*(answer(c) for c in cases)))
 
 
 class PromotionActivities:

@@ -20,13 +20,15 @@ model's set is built from a held-out export instead (careflow.finetune.prep.gold
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -38,6 +40,10 @@ from careflow.kb.evaluation import load_golden, matches
 from careflow.kb.extract import extract
 from careflow.labs.rules import LIMITS, assess_rules, urgency_task
 from careflow.llm import tasks
+from careflow.llm.config import Target
+from careflow.llm.errors import StructuredOutputFailed
+from careflow.llm.gateway import Gateway
+from careflow.llm.teams import PIPELINES_TEAM
 from careflow.llm.types import Evidence
 from careflow.models.lab_alert import LabResult, PatientLabContext
 from careflow.models.model_promotion import GATEWAY_FEATURES
@@ -57,6 +63,8 @@ GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 SIZE = 60
 SEED = 20261206
 FEATURES = GATEWAY_FEATURES
+GOLDEN_USE_CASE = "golden"  # gateway calls of golden runs: their own use case in llm_calls and metrics
+GATEWAY_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,34 @@ def load(feature: str) -> tuple[TaskCase, ...]:
             )
         )
     return tuple(cases)
+
+
+async def answers(
+    gateway: Gateway,
+    target: Target,
+    cases: Sequence[TaskCase],
+    key: str,
+    progress: dict[str, Any],
+) -> list[str]:
+    """A gateway feature's answers to its golden queries, from the model pinned (no fallback), a few at
+    a time; each call recorded in llm_calls under use case `golden` with the run's key + the case."""
+    limit = asyncio.Semaphore(GATEWAY_CONCURRENCY)
+    progress["answered"] = 0
+
+    async def answer(case: TaskCase) -> str:
+        async with limit:
+            try:
+                parsed, _ = await gateway.run_task(
+                    PIPELINES_TEAM, GOLDEN_USE_CASE, tasks.spec_for(case.task_input).default_tier,
+                    case.task_input, case.evidence, request_id=f"{key}/{case.case_id}", pinned=target,
+                )  # fmt: skip
+            except StructuredOutputFailed:
+                return ""  # no valid answer after the corrective retry: scored as the worst answer
+            finally:
+                progress["answered"] += 1
+            return answer_text(parsed)
+
+    return list(await asyncio.gather(*(answer(c) for c in cases)))
 
 
 # -- building the inputs -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.model_promotion import GOLDEN_USE_CASE, ModelActivities
+from activities.model_promotion import ModelActivities
 from careflow.config import Settings
 from careflow.db.pool import create_pool
 from careflow.llm import tasks
@@ -24,6 +24,7 @@ from careflow.llm.providers.openai_compatible import OpenAICompatibleProvider
 from careflow.llm.types import Tier
 from careflow.models.model_promotion import GoldenRequest, GoldenResult
 from careflow.observe import golden_sets, runs
+from careflow.observe.golden_sets import GOLDEN_USE_CASE
 from careflow.phi_store import PhiStore
 from tests.support.fake_upstreams import fake_openai
 
