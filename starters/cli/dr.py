@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
+import asyncpg
 import typer
 from pydantic import ValidationError
 from rich.markup import escape
@@ -16,7 +17,7 @@ from temporalio.service import RPCError
 
 from careflow.models.dr import WORKFLOW_ID_PREFIX, Approval, FailoverInput, FailoverStatus
 from careflow.validation import error_fields
-from starters.cli.common import CliError, cli_connect, cli_settings, find_workflow, make_console
+from starters.cli.common import CliError, cli_connect, cli_pool, cli_settings, find_workflow, make_console
 from starters.clients import dr as client_of
 from starters.clients.updates import ReviewRefused
 
@@ -107,7 +108,10 @@ def approve(
     async def run() -> FailoverStatus:
         wid = await _resolve(incident)
         client = await cli_connect(settings)
-        pool = await client_of.audit_pool(settings)  # None while the database is what is down
+        try:  # a refusal is audited when the database answers; while it is what is down, not
+            pool: asyncpg.Pool | None = await cli_pool(settings, database_pool_min=1, database_pool_max=2)
+        except CliError:
+            pool = None
         try:
             await client_of.approve(client, wid, Approval(by=by, note=note), pool)
         except (WorkflowUpdateFailedError, RPCError, ReviewRefused) as exc:

@@ -8,8 +8,6 @@ import asyncpg
 from temporalio.client import Client
 
 from careflow import task_queues
-from careflow.config import Settings
-from careflow.db.pool import create_pool
 from careflow.models.dr import PIPELINE, Approval, FailoverInput, FailoverStage, FailoverStatus, workflow_id
 from starters.clients.keyed_start import Started, start_keyed
 from starters.clients.updates import execute_audited
@@ -43,15 +41,6 @@ async def assessed(client: Client, wid: str, timeout: float = 60) -> FailoverSta
         if st.stage is not FailoverStage.ASSESSING or loop.time() > deadline:
             return st
         await asyncio.sleep(0.5)
-
-
-async def audit_pool(settings: Settings) -> asyncpg.Pool | None:
-    """A small pool on the active primary for auditing a refused approval, or None when it is down."""
-    try:
-        small = settings.model_copy(update={"database_pool_min": 1, "database_pool_max": 2})
-        return await asyncio.wait_for(create_pool(small), 5)
-    except (OSError, TimeoutError, asyncpg.PostgresError):
-        return None
 
 
 async def result(client: Client, wid: str) -> FailoverStatus:

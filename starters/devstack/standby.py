@@ -28,16 +28,17 @@ async def up(
             f"({standby.fence_file.read_text().strip()}); it stays fenced until rebuilt as a standby"
         )
         return
-    if standby.is_running():
-        say(f"postgres-standby: already running (pid {standby.pid()}, port {standby.port})")
-    elif exists(standby):
-        await asyncio.to_thread(standby.start)
-        say(f"postgres-standby: started on 127.0.0.1:{standby.port} (pid {standby.pid()})")
-    else:
+    if not exists(standby):  # cloned, streaming, its commit mode set
         await replication.make_standby(primary, standby, settings.standby_synchronous)
         say(f"postgres-standby: cloned from the primary, on 127.0.0.1:{standby.port} (pid {standby.pid()})")
-    await replication.streaming(primary.dsn("postgres"))
-    await replication.set_synchronous(primary.dsn("postgres"), settings.standby_synchronous)
+    else:
+        if standby.is_running():
+            say(f"postgres-standby: already running (pid {standby.pid()}, port {standby.port})")
+        else:
+            await asyncio.to_thread(standby.start)
+            say(f"postgres-standby: started on 127.0.0.1:{standby.port} (pid {standby.pid()})")
+        await replication.streaming(primary.dsn("postgres"))
+        await replication.set_synchronous(primary.dsn("postgres"), settings.standby_synchronous)
     say(f"postgres-standby: {describe(await replication.replicas(primary.dsn('postgres')))}")
 
 
