@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import beating
 from careflow.config import Settings
 from careflow.finetune import blind, deployment, lm, prep
 from careflow.finetune.deployment import Stage
@@ -64,7 +64,6 @@ from careflow.security.logging import get_logger
 
 log = get_logger("careflow.model_promotion")
 T = TypeVar("T")
-HEARTBEAT_EVERY = 5.0
 
 
 def train_config(spec: TrainSpec) -> lm.TrainConfig:
@@ -72,16 +71,6 @@ def train_config(spec: TrainSpec) -> lm.TrainConfig:
         epochs=spec.epochs, batch=spec.batch, lr=spec.lr, rank=spec.rank, alpha=spec.alpha,
         target_epsilon=spec.target_epsilon, checkpoint_every=spec.checkpoint_every,
     )  # fmt: skip
-
-
-async def _beating(work: Callable[[], T] | Awaitable[T], progress: dict[str, Any]) -> T:
-    """Run blocking model work in a thread (or await `work`), heartbeating `progress` on a timer (a slow
-    step of the work must never look like a dead worker)."""
-    job = asyncio.ensure_future(work if inspect.isawaitable(work) else asyncio.to_thread(work))
-    while not job.done():
-        activity.heartbeat(dict(progress))
-        await asyncio.wait([job], timeout=HEARTBEAT_EVERY)
-    return job.result()
 
 
 @functools.cache
@@ -133,7 +122,7 @@ class ModelActivities:
                 report=report.to_dict(),
             )  # fmt: skip
 
-        return await _beating(run, progress)
+        return await beating(run, progress)
 
     @activity.defn(name="model.train")
     async def train(self, req: TrainRequest) -> Trained:
@@ -170,7 +159,7 @@ class ModelActivities:
                 resumed_from=int(last.get("step", 0)) if resume_ref else 0,
             )  # fmt: skip
 
-        return await _beating(run, progress)
+        return await beating(run, progress)
 
     @activity.defn(name="model.evaluate")
     async def evaluate(self, req: EvaluateRequest) -> Evaluated:
@@ -215,7 +204,7 @@ class ModelActivities:
                 pairs_ref=pairs_ref, candidate_is_a=order,
             )  # fmt: skip
 
-        return await _beating(run, progress)
+        return await beating(run, progress)
 
     @activity.defn(name="model.golden")
     async def golden(self, req: GoldenRequest) -> GoldenResult:
@@ -229,10 +218,10 @@ class ModelActivities:
             d = await deployment.current(self._pool, req.feature)
             champion = d.champion or BASE
             version = req.version or d.candidate or champion
-            cases = await _beating(lambda: _note_draft_golden(self._embed), progress)
+            cases = await beating(lambda: _note_draft_golden(self._embed), progress)
 
             async def outputs(v: str, key: str) -> list[str]:
-                return await _beating(lambda: self._models.generate(v, [c.prompt for c in cases]), progress)
+                return await beating(lambda: self._models.generate(v, [c.prompt for c in cases]), progress)
 
         elif family in golden_sets.FEATURES:
             gateway = self._gateway()
@@ -250,7 +239,7 @@ class ModelActivities:
             ]
 
             async def outputs(v: str, key: str) -> list[str]:
-                return await _beating(
+                return await beating(
                     golden_sets.answers(gateway, target, task_cases, key, progress), progress
                 )
 

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # streaming replica on this port; synchronous: a commit waits for it (RPO 0), else the lag is the RPO.
     standby_port: int = Field(55433, ge=1, le=65535)
     standby_synchronous: bool = False
+    # Backups: the store (unset: the folder CAREFLOW_HOME/backups; a folder path; or s3://bucket/prefix, any
+    # S3-API store, credentials from the AWS environment, endpoint_url for one that is not AWS), and how
+    # many complete full backups are kept (older ones and the WAL only they need are deleted).
+    backup_store: str = ""
+    backup_s3_endpoint_url: str | None = None
+    backup_retention: int = Field(7, ge=1)
     # The model registry (MLflow): its store is database `mlflow` beside database_url's unless set
     # (any SQLAlchemy URL); its artifacts (model files, evaluation reports) under CAREFLOW_HOME/mlflow.
     registry_url: str | None = None

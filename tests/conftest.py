@@ -147,6 +147,7 @@ SERVER_FIXTURES = {
     "settings",
     "client",
     "model_registry",
+    "s3_endpoint",
 }
 
 

@@ -16,6 +16,7 @@ from temporalio.common import SearchAttributeKey
 
 from activities.ambient import AmbientActivities, SpeechActivities
 from activities.dr import DrActivities
+from activities.dr_backup import BackupActivities
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.model_promotion import ModelActivities, PromotionActivities
@@ -45,6 +46,7 @@ from starters.cli import model as model_cli
 from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
 from starters.cli import risk as risk_cli
+from starters.clients import dr_backup as backup_client
 from starters.clients import lab_alert as lab_alert_client
 from starters.clients import model_promotion as model_client
 from starters.clients import readmission as readmission_client
@@ -56,6 +58,7 @@ from starters.demos import readmission as readmission_demo
 from workers.pipeline import ActivityQueue, Pipeline, ProcessClients
 from workflows import search_attributes as sa
 from workflows.ambient import AmbientNoteWorkflow
+from workflows.dr_backup import BackupWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
@@ -122,7 +125,10 @@ def _golden_schedules() -> dict[str, Schedule]:
 
 
 def _dr_activities(c: ProcessClients) -> list[Callable[..., Any]]:
-    return DrActivities(c.settings, c.pool, c.notifier).all()
+    return (
+        DrActivities(c.settings, c.pool, c.notifier).all()
+        + BackupActivities(c.settings, c.pool, c.notifier).all()
+    )
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -206,11 +212,12 @@ MODEL_PROMOTION = Pipeline(
 
 DISASTER_RECOVERY = Pipeline(
     name=dr_models.PIPELINE,
-    summary="Database failover to the hot standby: fence, promote, switch, verify, RTO/RPO measured.",
-    workflows=[DRFailoverWorkflow],
+    summary="Backups (nightly, WAL every 15 min) and failover to the hot standby, RTO/RPO measured.",
+    workflows=[DRFailoverWorkflow, BackupWorkflow],
     activities=_dr_activities,
     search_attributes=[sa.PIPELINE, sa.STAGE],
     commands=[dr_cli.dr_app],
+    schedules=backup_client.schedules,
 )
 
 PIPELINES: tuple[Pipeline, ...] = (

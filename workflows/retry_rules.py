@@ -165,6 +165,13 @@ DR_ACT = Step(timedelta(minutes=2), timedelta(hours=1), timedelta(seconds=5))  #
 DR_VERIFY = Step(timedelta(minutes=1), timedelta(hours=1), timedelta(seconds=2))
 DR_RECORD = Step(timedelta(minutes=1), DAY, timedelta(seconds=30))
 DR_PAGE = Step(timedelta(seconds=30), timedelta(minutes=10), timedelta(seconds=10))  # a failed failover
+# Backups: copies of hours, heartbeating; a database or store that is down is waited for through the
+# night; a full store is not (the run fails, its partial objects removed, the earlier backups intact).
+DR_BACKUP_COPY = Step(
+    timedelta(hours=6), timedelta(hours=12), timedelta(minutes=5),
+    non_retryable=("BackupStoreFull",), heartbeat=timedelta(minutes=2),
+)  # fmt: skip
+DR_BACKUP_STEP = Step(timedelta(minutes=2), DAY, timedelta(minutes=2))  # catalog, manifest, retention
 
 
 def failure_type(err: ActivityError) -> str | None:

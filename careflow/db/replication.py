@@ -33,6 +33,7 @@ def archive_options(pg: EmbeddedPostgres) -> dict[str, str]:
         "archive_command": f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; "
         f"else cp %p {d}/%f.part && mv {d}/%f.part {d}/%f; fi",
         "wal_keep_size": "256MB",
+        "archive_timeout": "15min",  # an idle-ish server still archives (and ships) its WAL this often
     }
 
 

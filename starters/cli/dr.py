@@ -1,6 +1,6 @@
 """`careflow dr ...`: disaster recovery (seed P20).
 
-failover (follows it) | approve | status
+failover (follows it) | approve | status | backup (follows it) | backups
 """
 
 from __future__ import annotations
@@ -15,13 +15,18 @@ from rich.markup import escape
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from careflow.dr import catalog
 from careflow.models.dr import WORKFLOW_ID_PREFIX, Approval, FailoverInput, FailoverStatus
+from careflow.models.dr_backup import BackupInput, BackupResult
 from careflow.validation import error_fields
 from starters.cli.common import CliError, cli_connect, cli_pool, cli_settings, find_workflow, make_console
 from starters.clients import dr as client_of
+from starters.clients import dr_backup as backups_of
 from starters.clients.updates import ReviewRefused
 
-dr_app = typer.Typer(name="dr", help="Disaster recovery: fail the database over to its hot standby.")
+dr_app = typer.Typer(
+    name="dr", help="Disaster recovery: backups, and failing the database over to its standby."
+)
 console = make_console()
 
 
@@ -135,3 +140,67 @@ def status(
         return await client_of.status(await cli_connect(cli_settings()), wid)
 
     console.print(describe(asyncio.run(run())))
+
+
+def describe_backup(r: BackupResult) -> str:
+    lines = [f"{r.backup_id}: {r.outcome}" + (f" ({r.reason})" if r.reason else "") + f", store {r.store}"]
+    if r.base is not None:
+        b = r.base
+        lines.append(f"base backup: {b.objects} objects, {b.bytes / 1e6:.1f} MB, WAL from {b.start_wal}, "
+                     f"restores to {b.data_as_of:%Y-%m-%d %H:%M:%S} UTC and later with the WAL")  # fmt: skip
+    if r.outcome == "complete":
+        lines.append(
+            f"stored: {r.objects} objects, {r.bytes / 1e6:.1f} MB (each with its SHA-256 in the catalog)"
+        )
+    lines += [f"  skipped {s}" for s in r.skipped]
+    if r.pruned is not None and (r.pruned.backups or r.pruned.objects or r.pruned.wal_local):
+        p = r.pruned
+        lines.append(f"retention: {len(p.backups)} backups expired, {p.objects} objects deleted, "
+                     f"{p.wal_local} local WAL files removed, {p.refused} kept by the store")  # fmt: skip
+    return "\n".join(lines)
+
+
+@dr_app.command("backup")
+def backup_now(
+    by: Annotated[str, typer.Option(help="Who asks for it.")] = "operator",
+    wal_only: Annotated[bool, typer.Option("--wal-only", help="Only ship the archived WAL.")] = False,
+    keep: Annotated[
+        int | None, typer.Option(help="Complete full backups to keep (default: the setting).")
+    ] = None,
+) -> None:
+    """Back up now (what the nightly Schedule does), following it to its end."""
+    settings = cli_settings()
+    try:
+        inp = BackupInput(kind="wal" if wal_only else "full", requested_by=by, keep=keep)
+    except ValidationError as exc:
+        raise CliError(f"invalid backup request: {error_fields(exc)}") from None
+
+    async def run() -> BackupResult:
+        client = await cli_connect(settings)
+        wid = await backups_of.start(client, inp)
+        console.print(f"{escape(wid)}: {escape(settings.workflow_url(wid))}")
+        return await backups_of.follow(client, wid, lambda p: console.print(f"  {p.stage}"))
+
+    result = asyncio.run(run())
+    console.print(escape(describe_backup(result)))
+    if result.outcome != "complete":
+        raise typer.Exit(1)
+
+
+@dr_app.command("backups")
+def list_backups(limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> None:
+    """The backup catalog: each run, its status, size and the moment it restores to."""
+    settings = cli_settings()
+
+    async def run() -> list[asyncpg.Record]:
+        pool = await cli_pool(settings, database_pool_min=1, database_pool_max=2)
+        try:
+            return await catalog.recent(pool, limit)
+        finally:
+            await pool.close()
+
+    for r in asyncio.run(run()):
+        as_of = f", restores to {r['data_as_of']:%Y-%m-%d %H:%M:%S}" if r["data_as_of"] else ""
+        why = f" ({r['error']})" if r["error"] else ""
+        console.print(escape(f"{r['backup_id']}  {r['kind']:4}  {r['status']:8}  {r['objects']:4} objects  "
+                             f"{r['bytes'] / 1e6:8.1f} MB  by {r['requested_by']}{as_of}{why}"))  # fmt: skip
