@@ -99,6 +99,7 @@ class BackupActivities:
             shutil.rmtree(staging, ignore_errors=True)
             raise ApplicationError(str(exc), type=STORE_FULL, non_retryable=True) from exc
         as_of = datetime.now(UTC)
+        counts = await catalog.row_counts(self._pool)
         store, total = self._store, 0
         for path in taken.files:
             ref = await self._put(
@@ -109,7 +110,7 @@ class BackupActivities:
         log.info("base backup stored", workflow_id=backup_id, objects=len(taken.files), bytes=total)
         return BaseInfo(
             start_wal=taken.start_wal, stop_lsn=taken.stop_lsn, timeline=taken.timeline, data_as_of=as_of,
-            objects=len(taken.files), bytes=total,
+            objects=len(taken.files), bytes=total, counts=counts,
         )  # fmt: skip
 
     @activity.defn(name="dr.backup.wal")

@@ -17,12 +17,14 @@ from temporalio.common import SearchAttributeKey
 from activities.ambient import AmbientActivities, SpeechActivities
 from activities.dr import DrActivities
 from activities.dr_backup import BackupActivities
+from activities.dr_drill import DrillActivities
 from activities.kb import KbActivities
 from activities.lab_alert import GatewayUrgencyAssessor, LabAlertActivities
 from activities.model_promotion import ModelActivities, PromotionActivities
 from activities.prior_auth import PriorAuthActivities
 from activities.readmission import ReadmissionActivities
 from careflow.hl7.listener import Route
+from careflow.kb.embed import get_embedder
 from careflow.models import ambient as ambient_models
 from careflow.models import dr as dr_models
 from careflow.models import kb_refresh as kb_models
@@ -47,6 +49,7 @@ from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
 from starters.cli import risk as risk_cli
 from starters.clients import dr_backup as backup_client
+from starters.clients import dr_drill as drill_client
 from starters.clients import lab_alert as lab_alert_client
 from starters.clients import model_promotion as model_client
 from starters.clients import readmission as readmission_client
@@ -59,6 +62,7 @@ from workers.pipeline import ActivityQueue, Pipeline, ProcessClients
 from workflows import search_attributes as sa
 from workflows.ambient import AmbientNoteWorkflow
 from workflows.dr_backup import BackupWorkflow
+from workflows.dr_drill import DRDrillWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
@@ -125,10 +129,15 @@ def _golden_schedules() -> dict[str, Schedule]:
 
 
 def _dr_activities(c: ProcessClients) -> list[Callable[..., Any]]:
-    return (
-        DrActivities(c.settings, c.pool, c.notifier).all()
-        + BackupActivities(c.settings, c.pool, c.notifier).all()
-    )
+    return [
+        *DrActivities(c.settings, c.pool, c.notifier).all(),
+        *BackupActivities(c.settings, c.pool, c.notifier).all(),
+        *DrillActivities(c.settings, c.pool, c.notifier, get_embedder).all(),
+    ]
+
+
+def _dr_schedules() -> dict[str, Schedule]:
+    return {**backup_client.schedules(), **drill_client.schedules()}
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -212,12 +221,12 @@ MODEL_PROMOTION = Pipeline(
 
 DISASTER_RECOVERY = Pipeline(
     name=dr_models.PIPELINE,
-    summary="Backups (nightly, WAL every 15 min) and failover to the hot standby, RTO/RPO measured.",
-    workflows=[DRFailoverWorkflow, BackupWorkflow],
+    summary="Backups (nightly; WAL every 15 min), monthly restore drills, failover to the hot standby.",
+    workflows=[DRFailoverWorkflow, BackupWorkflow, DRDrillWorkflow],
     activities=_dr_activities,
     search_attributes=[sa.PIPELINE, sa.STAGE],
     commands=[dr_cli.dr_app],
-    schedules=backup_client.schedules,
+    schedules=_dr_schedules,
 )
 
 PIPELINES: tuple[Pipeline, ...] = (

@@ -172,6 +172,12 @@ DR_BACKUP_COPY = Step(
     non_retryable=("BackupStoreFull",), heartbeat=timedelta(minutes=2),
 )  # fmt: skip
 DR_BACKUP_STEP = Step(timedelta(minutes=2), DAY, timedelta(minutes=2))  # catalog, manifest, retention
+# A drill's restore: hours for a large cluster, heartbeating; a bad object or a failed recovery is its
+# finding (not retried); a worker lost on the way starts it again.
+DR_DRILL_RESTORE = Step(
+    timedelta(hours=6), timedelta(hours=12), timedelta(minutes=5),
+    non_retryable=("NoBackup", "ChecksumMismatch", "RestoreFailed"), heartbeat=timedelta(minutes=2),
+)  # fmt: skip
 
 
 def failure_type(err: ActivityError) -> str | None:

@@ -141,6 +141,21 @@ class EmbeddedPostgres:
         cluster.chmod(0o700)
         self.data_dir.chmod(0o700)
 
+    def prepare(self) -> None:
+        """The folders (and, as root, the system user and its binaries) a new cluster needs, before
+        anything is put in its data folder (a restore lays a base backup out there)."""
+        self._prepare()
+
+    def take_ownership(self) -> None:
+        """Files written into the cluster by this process (a restore) belong to the server's user."""
+        if _as_root():
+            entry = pwd.getpwnam(self.system_user)
+            for path in [self.cluster_dir, *self.cluster_dir.rglob("*")]:
+                os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+    def log_tail(self, chars: int = 800) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
     def _run(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.install_dir / "bin" / name), *args],
@@ -260,6 +275,31 @@ class EmbeddedPostgres:
         self.fence_file.parent.mkdir(parents=True, exist_ok=True)
         self.fence_file.write_text(why + "\n")
         self.stop(timeout=10)
+
+    def wait_promoted(self, timeout: float = 3600) -> bool:
+        """Whether recovery ends (the server a primary, taking writes) within `timeout`."""
+        import asyncio
+
+        import asyncpg
+
+        async def promoted() -> bool:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while asyncio.get_running_loop().time() < deadline:
+                if not self.is_running():
+                    return False
+                try:
+                    conn = await asyncpg.connect(self.dsn("postgres"), timeout=3)
+                    try:
+                        if not await conn.fetchval("SELECT pg_is_in_recovery()"):
+                            return True
+                    finally:
+                        await conn.close()
+                except (OSError, TimeoutError, asyncpg.PostgresError):
+                    pass
+                await asyncio.sleep(0.2)
+            return False
+
+        return asyncio.run(promoted())
 
     def accepts_connections(self, timeout: float = 15) -> bool:
         """Whether the server takes a new session within `timeout` (one starting up is waited for;

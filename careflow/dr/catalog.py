@@ -96,6 +96,13 @@ async def expire(pool: asyncpg.Pool, backup_ids: list[str]) -> None:
     )
 
 
+async def row_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    """Rows in each of careflow's tables (a restore is checked against them)."""
+    tables = [r["tablename"] for r in await pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]  # fmt: skip
+    return {t: int(await pool.fetchval(f'SELECT count(*) FROM "{t}"')) for t in tables}  # noqa: S608 - pg_tables names
+
+
 async def recent(pool: asyncpg.Pool, limit: int = 20) -> list[asyncpg.Record]:
     return list(
         await pool.fetch(

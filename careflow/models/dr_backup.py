@@ -41,6 +41,7 @@ class BaseInfo(BaseModel):
     data_as_of: datetime
     objects: int
     bytes: int
+    counts: dict[str, int] = {}  # rows per table right after the base backup (the drill compares)
 
 
 class Stored(BaseModel):

@@ -1,11 +1,12 @@
 """`careflow dr ...`: disaster recovery (seed P20).
 
-failover (follows it) | approve | status | backup (follows it) | backups
+failover (follows it) | approve | status | backup (follows it) | backups | drill (follows it) | report
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
@@ -15,13 +16,15 @@ from rich.markup import escape
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from careflow.dr import catalog
+from careflow.dr import catalog, report
 from careflow.models.dr import WORKFLOW_ID_PREFIX, Approval, FailoverInput, FailoverStatus
 from careflow.models.dr_backup import BackupInput, BackupResult
+from careflow.models.dr_drill import DrillInput, DrillResult
 from careflow.validation import error_fields
 from starters.cli.common import CliError, cli_connect, cli_pool, cli_settings, find_workflow, make_console
 from starters.clients import dr as client_of
 from starters.clients import dr_backup as backups_of
+from starters.clients import dr_drill as drills_of
 from starters.clients.updates import ReviewRefused
 
 dr_app = typer.Typer(
@@ -204,3 +207,74 @@ def list_backups(limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> No
         why = f" ({r['error']})" if r["error"] else ""
         console.print(escape(f"{r['backup_id']}  {r['kind']:4}  {r['status']:8}  {r['objects']:4} objects  "
                              f"{r['bytes'] / 1e6:8.1f} MB  by {r['requested_by']}{as_of}{why}"))  # fmt: skip
+
+
+def describe_drill(r: DrillResult) -> str:
+    lines = [f"{r.drill_id}: {r.outcome}" + (f" at {r.failed_check}: {r.reason}" if r.failed_check else "")]
+    if r.plan is not None:
+        at = f" to {r.plan.at:%Y-%m-%d %H:%M:%S}" if r.plan.at else " with all its WAL"
+        lines.append(f"backup {r.plan.backup_id} (taken {r.plan.data_as_of:%Y-%m-%d %H:%M:%S}) restored{at}")
+    c = r.checks
+    if c is not None:
+        age = "unknown" if c.data_age_s is None else f"{c.data_age_s:.1f} s"
+        marker = "restored" if c.marker_restored else "not restored"
+        lines += [
+            f"restore: {c.restore_s:.1f} s; {c.objects_verified} objects ({c.bytes / 1e6:.1f} MB) and "
+            f"{c.wal_files} WAL files checked; data age {age} (the drill's own marker {marker})",
+            f"audit chain: {'ok' if c.audit_ok else 'BROKEN'} ({c.audit_rows} rows); "
+            f"{sum(1 for x in c.counts if x.restored)} of {len(c.counts)} tables hold rows",
+        ]
+        if c.golden_questions:
+            lines.append(f"golden RAG questions ({c.golden_questions}): recall@k {c.golden_recall} restored, "
+                         f"{c.live_recall} live")  # fmt: skip
+        lines += [f"  FAILED {f}" for f in c.failures]
+    for o in r.objectives:
+        age, verdict = "?" if o.data_age_s is None else f"{o.data_age_s:.0f} s", "met" if o.met else "MISSED"
+        lines.append(f"  {o.feature}: restore {o.restore_s:.1f} s (RTO {o.objective_rto_s:.0f} s), "
+                     f"data age {age} (RPO {o.objective_rpo_s:.0f} s): {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+@dr_app.command("drill")
+def drill_now(
+    by: Annotated[str, typer.Option(help="Who asks for it.")] = "operator",
+    backup: Annotated[str | None, typer.Option(help="The backup to restore (default: the newest).")] = None,
+    at: Annotated[
+        datetime | None, typer.Option(help="Restore to this moment (UTC; default: all the WAL).")
+    ] = None,
+) -> None:
+    """Restore a backup into a scratch cluster now and check it (what the monthly Schedule does)."""
+    settings = cli_settings()
+    try:
+        inp = DrillInput(
+            requested_by=by, backup_id=backup, at=at.replace(tzinfo=at.tzinfo or UTC) if at else None
+        )
+    except ValidationError as exc:
+        raise CliError(f"invalid drill request: {error_fields(exc)}") from None
+
+    async def run() -> DrillResult:
+        client = await cli_connect(settings)
+        wid = await drills_of.start(client, inp)
+        console.print(f"{escape(wid)}: {escape(settings.workflow_url(wid))}")
+        return await drills_of.follow(client, wid, lambda p: console.print(f"  {p.stage}"))
+
+    result = asyncio.run(run())
+    console.print(escape(describe_drill(result)))
+    if result.outcome != "passed":
+        raise typer.Exit(1)
+
+
+@dr_app.command("report")
+def report_all(limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> None:
+    """Every drill and failover against the recovery objectives."""
+    settings = cli_settings()
+
+    async def run() -> list[report.Line]:
+        pool = await cli_pool(settings, database_pool_min=1, database_pool_max=2)
+        try:
+            return await report.lines(pool, limit)
+        finally:
+            await pool.close()
+
+    for line in report.render(asyncio.run(run())):
+        console.print(escape(line))

@@ -3,7 +3,6 @@ full backup and WAL shipping every few minutes.  Shared by the CLI, the tests an
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +28,7 @@ from careflow.models.dr_backup import (
     BackupInput,
     BackupResult,
 )
+from starters.clients import stages
 from workflows import search_attributes as sa
 from workflows.dr_backup import BackupWorkflow
 
@@ -47,17 +47,8 @@ async def start(client: Client, inp: BackupInput, task_queue: str = task_queues.
 
 
 async def follow(client: Client, wid: str, on_stage: Callable[[BackupResult], None]) -> BackupResult:
-    """The run's result, reporting each stage it enters on the way."""
     handle = client.get_workflow_handle_for(BackupWorkflow.run, wid)
-    result = asyncio.ensure_future(handle.result())
-    seen = ""
-    while not result.done():
-        progress: BackupResult = await handle.query(BackupWorkflow.progress)
-        if progress.stage != seen:
-            seen = progress.stage
-            on_stage(progress)
-        await asyncio.wait([result], timeout=1.0)
-    return result.result()
+    return await stages.follow(handle, BackupWorkflow.progress, on_stage)
 
 
 def _schedule(inp: BackupInput, spec: ScheduleSpec, note: str, task_queue: str) -> Schedule:

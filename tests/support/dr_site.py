@@ -16,17 +16,20 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.dr_backup import BackupActivities
+from activities.dr_drill import DrillActivities
 from careflow.config import Settings
 from careflow.db import replication
 from careflow.db.embedded import EmbeddedPostgres
 from careflow.db.migrate import migrate
 from careflow.db.pool import create_pool
 from careflow.dr.store import FolderStore
+from careflow.kb.embed import get_embedder
 from careflow.net import free_port
 from careflow.notify.notifier import Notifier
 from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.dr_backup import BackupWorkflow
+from workflows.dr_drill import DRDrillWorkflow
 
 
 @dataclass
@@ -82,11 +85,12 @@ async def new_segment(site: Site) -> str:
 
 
 def dr_worker(client: Client, site: Site, store: FolderStore, notifier: Notifier, task_queue: str) -> Worker:
-    """BackupWorkflow with its real activities on the site."""
+    """BackupWorkflow and DRDrillWorkflow with their real activities on the site."""
     backups = BackupActivities(
         site.settings, site.pool, notifier, store=store, archive_dir=site.pg.wal_archive_dir
     )
+    drills = DrillActivities(site.settings, site.pool, notifier, get_embedder, store=store)
     return Worker(
-        client, task_queue=task_queue, workflows=[BackupWorkflow], activities=backups.all(),
-        workflow_runner=sandbox_runner(),
+        client, task_queue=task_queue, workflows=[BackupWorkflow, DRDrillWorkflow],
+        activities=backups.all() + drills.all(), workflow_runner=sandbox_runner(),
     )  # fmt: skip
