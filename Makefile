@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run demo-lab-alert demo-risk demo-ambient demo-model test lint unit down status bench clean
+.PHONY: run demo-lab-alert demo-risk demo-ambient demo-model demo-dr test lint unit down status bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "careflow needs Python 3.11 (set PYTHON=...)")'
@@ -48,6 +48,12 @@ demo-ambient: $(STAMP)
 
 # The note model's promotion saga on CPU: fine-tune (LoRA + DP-SGD), evaluate, blind review, shadow,
 # canary, champion; then a weak candidate caught by the golden gate in canary and rolled back.
+# Disaster recovery: the hot standby, a prior-auth batch, kill -9 of the primary, the failover finishing it.
+demo-dr: $(STAMP)
+	$(BIN)/careflow dev up --standby
+	$(BIN)/careflow seed ehr --patients 20 --seed 7
+	$(BIN)/careflow demo dr
+
 demo-model: $(STAMP)
 	$(BIN)/careflow dev up
 	$(BIN)/careflow demo model-promotion

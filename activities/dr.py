@@ -9,7 +9,9 @@ workflow keeps every step with its time, and `record` writes them to the new pri
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,10 +20,11 @@ from urllib.parse import urlsplit
 import asyncpg
 from temporalio import activity
 
+from activities.heartbeat import beating
 from careflow.audit import trail
 from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
-from careflow.db import endpoint
+from careflow.db import endpoint, replication
 from careflow.dr import sites
 from careflow.dr.objectives import OBJECTIVES
 from careflow.idempotency import step_key
@@ -33,6 +36,7 @@ from careflow.models.dr import (
     StepRequest,
     Verified,
 )
+from careflow.models.dr_failback import RebuildRequest, Rebuilt
 from careflow.notify.notifier import Notifier
 from careflow.security.logging import get_logger
 
@@ -44,7 +48,16 @@ class DrActivities:
         self._settings, self._pool, self._notifier = settings, pool, notifier
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.assess, self.fence, self.promote, self.switch, self.verify, self.record, self.page]
+        return [
+            self.assess,
+            self.fence,
+            self.promote,
+            self.switch,
+            self.verify,
+            self.record,
+            self.page,
+            self.rebuild,
+        ]
 
     def _url(self, site_url: str) -> str:
         return sites.at_port(self._settings, urlsplit(site_url).port)
@@ -156,6 +169,32 @@ class DrActivities:
             workflow_id=req.workflow_id, body=body,
         )  # fmt: skip
         return recovery
+
+    @activity.defn(name="dr.rebuild")
+    async def rebuild(self, req: RebuildRequest) -> Rebuilt:
+        """The other site as a streaming standby of this primary: its data cloned anew (a fenced old
+        primary's last commits are not trusted; the rebuild lifts the fence), its commit mode set.
+        Already streaming from this primary: only the commit mode is set."""
+        primary_url, standby_url = self._url(req.primary_url), self._url(req.standby_url)
+        primary, standby = (
+            sites.cluster(self._settings, primary_url),
+            sites.cluster(self._settings, standby_url),
+        )
+        started = time.monotonic()
+        cloned = not [r for r in await replication.replicas(primary_url) if r.name == replication.SLOT]
+        if cloned:
+            await asyncio.to_thread(standby.remove)
+            standby.options = replication.archive_options(standby)  # it archives once it is promoted
+            await beating(replication.make_standby(primary, standby, req.synchronous), {"step": "cloning"})
+        else:
+            await replication.streaming(primary_url)
+            await replication.set_synchronous(primary_url, req.synchronous)
+        [r] = [r for r in await replication.replicas(primary_url) if r.name == replication.SLOT]
+        log.info("dr standby rebuilt", workflow_id=req.workflow_id, cloned=cloned, state=r.state)
+        return Rebuilt(
+            standby_url=sites.redacted(standby_url), state=r.state, sync=r.sync, lag_bytes=r.lag_bytes,
+            seconds=round(time.monotonic() - started, 3), cloned=cloned,
+        )  # fmt: skip
 
     @activity.defn(name="dr.page")
     async def page(self, req: StepRequest) -> None:

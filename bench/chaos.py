@@ -123,6 +123,18 @@ async def chaos(stack: DevStack, every: float, outage: float, rounds: int) -> Ch
     return out
 
 
+async def seeded(settings: Settings, seed: int, patients: int) -> tuple[list[str], list[str]]:
+    """(prior-auth orders the EHR holds, patients' MRNs) of `make run`'s seeded synthetic EHR."""
+    pool = await create_pool(settings)
+    try:
+        orders = await held_by_ehr(settings, pool, [o.order_id for o in synthetic_orders(seed, patients)])
+    finally:
+        await pool.close()
+    if not orders:
+        raise SystemExit(f"the EHR holds none of seed {seed}'s orders: run `make run` first")
+    return orders, [p.mrn for p in generate_ehr(seed, patients, datetime.now(UTC).date()).profiles]
+
+
 async def start_prior_auths(
     settings: Settings, orders: list[str], n: int, run: str, spread: float
 ) -> list[str]:
@@ -256,16 +268,7 @@ async def main() -> None:
     run = uuid.uuid4().hex[:6]
 
     pool_dsn = settings.database_url
-    pool = await create_pool(settings)
-    try:
-        orders = await held_by_ehr(
-            settings, pool, [o.order_id for o in synthetic_orders(args.seed, args.patients)]
-        )
-    finally:
-        await pool.close()
-    if not orders:
-        raise SystemExit(f"the EHR holds none of seed {args.seed}'s orders: run `make run` first")
-    mrns = [p.mrn for p in generate_ehr(args.seed, args.patients, datetime.now(UTC).date()).profiles]
+    orders, mrns = await seeded(settings, args.seed, args.patients)
     print(f"chaos run {run}: {args.orders} prior auths over {len(orders)} seeded orders,"
           f" {args.results} lab results; a kill every {args.every:.0f} s, each down {args.outage:.0f} s",
           flush=True)  # fmt: skip

@@ -54,6 +54,7 @@ from starters.clients import lab_alert as lab_alert_client
 from starters.clients import model_promotion as model_client
 from starters.clients import readmission as readmission_client
 from starters.demos import ambient as ambient_demo
+from starters.demos import dr as dr_demo
 from starters.demos import lab_alert as lab_alert_demo
 from starters.demos import model_promotion as model_demo
 from starters.demos import prior_auth as prior_auth_demo
@@ -63,6 +64,7 @@ from workflows import search_attributes as sa
 from workflows.ambient import AmbientNoteWorkflow
 from workflows.dr_backup import BackupWorkflow
 from workflows.dr_drill import DRDrillWorkflow
+from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
@@ -222,11 +224,12 @@ MODEL_PROMOTION = Pipeline(
 DISASTER_RECOVERY = Pipeline(
     name=dr_models.PIPELINE,
     summary="Backups (nightly; WAL every 15 min), monthly restore drills, failover to the hot standby.",
-    workflows=[DRFailoverWorkflow, BackupWorkflow, DRDrillWorkflow],
+    workflows=[DRFailoverWorkflow, DRFailbackWorkflow, BackupWorkflow, DRDrillWorkflow],
     activities=_dr_activities,
     search_attributes=[sa.PIPELINE, sa.STAGE],
     commands=[dr_cli.dr_app],
     schedules=_dr_schedules,
+    demo=dr_demo.dr,
 )
 
 PIPELINES: tuple[Pipeline, ...] = (

@@ -164,6 +164,9 @@ DR_PROBE = Step(timedelta(seconds=30), timedelta(hours=1), timedelta(seconds=5))
 DR_ACT = Step(timedelta(minutes=2), timedelta(hours=1), timedelta(seconds=5))  # fence, promote, switch
 DR_VERIFY = Step(timedelta(minutes=1), timedelta(hours=1), timedelta(seconds=2))
 DR_RECORD = Step(timedelta(minutes=1), DAY, timedelta(seconds=30))
+DR_REBUILD = Step(
+    timedelta(hours=2), DAY, timedelta(minutes=1), heartbeat=timedelta(minutes=2)
+)  # a standby cloned anew: a base backup's time
 DR_PAGE = Step(timedelta(seconds=30), timedelta(minutes=10), timedelta(seconds=10))  # a failed failover
 # Backups: copies of hours, heartbeating; a database or store that is down is waited for through the
 # night; a full store is not (the run fails, its partial objects removed, the earlier backups intact).

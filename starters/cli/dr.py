@@ -1,6 +1,7 @@
 """`careflow dr ...`: disaster recovery (seed P20).
 
-failover (follows it) | approve | status | backup (follows it) | backups | drill (follows it) | report
+failover (follows it) | approve | status | failback | return
+backup (follows it) | backups | drill (follows it) | report
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from careflow.dr import catalog, report
 from careflow.models.dr import WORKFLOW_ID_PREFIX, Approval, FailoverInput, FailoverStatus
 from careflow.models.dr_backup import BackupInput, BackupResult
 from careflow.models.dr_drill import DrillInput, DrillResult
+from careflow.models.dr_failback import FAILBACK_ID_PREFIX, FailbackInput, FailbackStatus
 from careflow.validation import error_fields
 from starters.cli.common import CliError, cli_connect, cli_pool, cli_settings, find_workflow, make_console
 from starters.clients import dr as client_of
@@ -143,6 +145,70 @@ def status(
         return await client_of.status(await cli_connect(cli_settings()), wid)
 
     console.print(describe(asyncio.run(run())))
+
+
+def describe_failback(st: FailbackStatus) -> str:
+    lines = [f"stage: {st.stage}" + (f" ({st.reason})" if st.reason else "")]
+    for r in st.rebuilt:
+        how = f"cloned in {r.seconds:.1f} s" if r.cloned else "already streaming"
+        lines.append(f"standby {r.standby_url}: {r.state} ({r.sync}), {r.lag_bytes} bytes behind, {how}")
+    if st.stage == "standing-by":
+        lines.append(f"switch back: careflow dr return {st.incident} --by <operator>")
+    return "\n".join(lines)
+
+
+@dr_app.command("failback")
+def failback(
+    incident: Annotated[str, typer.Option(help="The failover's incident.")],
+    by: Annotated[str, typer.Option(help="Who asks for it.")],
+    synchronous: Annotated[bool, typer.Option(help="The rebuilt standby's commits are synchronous.")] = False,
+    return_now: Annotated[bool, typer.Option(help="Switch back as soon as the standby streams.")] = False,
+) -> None:
+    """After a failover: rebuild the fenced site as a standby, then switch back when told (`dr return`)."""
+    settings = cli_settings()
+    try:
+        inp = FailbackInput(
+            incident=incident, requested_by=by, synchronous=synchronous, return_now=return_now
+        )
+    except ValidationError as exc:
+        raise CliError(f"invalid failback request: {error_fields(exc)}") from None
+
+    async def run() -> tuple[str, FailbackStatus]:
+        client = await cli_connect(settings)
+        started = await client_of.start_failback(client, inp)
+        console.print(f"{escape(started.workflow_id)}: {escape(settings.workflow_url(started.workflow_id))}")
+        return started.workflow_id, await client_of.failback_settled(client, started.workflow_id)
+
+    _, st = asyncio.run(run())
+    console.print(escape(describe_failback(st)))
+
+
+@dr_app.command("return")
+def return_to_site(
+    incident: Annotated[str, typer.Argument(help="The incident (or dr-failback-<incident>).")],
+    by: Annotated[str, typer.Option(help="The operator who says so.")],
+    note: Annotated[str, typer.Option(help="Anything to keep with it.")] = "",
+) -> None:
+    """Switch the primary back to its original site (a failback standing by)."""
+    settings = cli_settings()
+
+    async def run() -> FailbackStatus:
+        client = await cli_connect(settings)
+        wid = await find_workflow(
+            client, incident, prefix=FAILBACK_ID_PREFIX, workflow_type="DRFailbackWorkflow",
+            what="DR failback",
+            listing="temporal workflow list --query \"WorkflowType='DRFailbackWorkflow'\"",
+        )  # fmt: skip
+        pool = await cli_pool(settings, database_pool_min=1, database_pool_max=2)
+        try:
+            await client_of.return_to_site(client, wid, Approval(by=by, note=note), pool)
+        except (WorkflowUpdateFailedError, RPCError, ReviewRefused) as exc:
+            raise CliError(f"{wid}: return refused ({getattr(exc, 'reason', None) or exc})") from None
+        finally:
+            await pool.close()
+        return await client_of.failback_settled(client, wid)
+
+    console.print(escape(describe_failback(asyncio.run(run()))))
 
 
 def describe_backup(r: BackupResult) -> str:

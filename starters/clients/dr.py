@@ -9,9 +9,11 @@ from temporalio.client import Client
 
 from careflow import task_queues
 from careflow.models.dr import PIPELINE, Approval, FailoverInput, FailoverStage, FailoverStatus, workflow_id
+from careflow.models.dr_failback import FailbackInput, FailbackStatus, failback_id
 from starters.clients.keyed_start import Started, start_keyed
 from starters.clients.updates import execute_audited
 from workflows import search_attributes as sa
+from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
 
 
@@ -58,5 +60,40 @@ async def approve(client: Client, wid: str, a: Approval, audit_pool: asyncpg.Poo
     done: FailoverStatus = await execute_audited(
         client, wid, DRFailoverWorkflow.approve_failover, a, audit_pool=audit_pool, actor=a.by,
         action="approve-failover", resource_type="Database", what="failover",
+    )  # fmt: skip
+    return done
+
+
+async def start_failback(client: Client, inp: FailbackInput, task_queue: str = task_queues.MAIN) -> Started:
+    """One failback per incident (a request while it runs attaches)."""
+    wid = failback_id(inp.incident)
+    started = await start_keyed(
+        client, DRFailbackWorkflow.run, inp, id=wid, task_queue=task_queue, again_after_close=True,
+        search_attributes=sa.at_start(PIPELINE, "assessing", "default") if inp.search_attributes else None,
+    )  # fmt: skip
+    return Started(wid, started)
+
+
+async def failback_status(client: Client, wid: str) -> FailbackStatus:
+    st: FailbackStatus = await client.get_workflow_handle(wid).query(DRFailbackWorkflow.status)
+    return st
+
+
+async def failback_settled(client: Client, wid: str, timeout: float = 3600) -> FailbackStatus:
+    """The failback once it waits for the operator or has ended (a rebuild takes a base backup's time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        st = await failback_status(client, wid)
+        if st.stage not in ("assessing", "rebuilding", "switching-back") or loop.time() > deadline:
+            return st
+        await asyncio.sleep(1.0)
+
+
+async def return_to_site(client: Client, wid: str, a: Approval, audit_pool: asyncpg.Pool) -> FailbackStatus:
+    """The operator's word to switch back (validated: refused unless a rebuilt standby waits), audited."""
+    done: FailbackStatus = await execute_audited(
+        client, wid, DRFailbackWorkflow.return_to_site, a, audit_pool=audit_pool, actor=a.by,
+        action="return-to-site", resource_type="Database", what="failback",
     )  # fmt: skip
     return done

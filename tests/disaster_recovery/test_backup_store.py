@@ -44,7 +44,9 @@ def _bucket(endpoint: str, versioned: bool) -> str:
     return name
 
 
-@pytest.fixture(params=["folder", "s3"])
+@pytest.fixture(
+    params=["folder", pytest.param("s3", marks=pytest.mark.stack)]
+)  # s3: a server (not `make unit`)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BackupStore:
     if request.param == "folder":
         return FolderStore(tmp_path / "backups")

@@ -9,72 +9,21 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-import asyncpg
 import pytest
-import pytest_asyncio
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities.dr import DrActivities
 from careflow.audit import trail
-from careflow.config import Settings
-from careflow.db import endpoint, replication
-from careflow.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from careflow.db.migrate import migrate
-from careflow.db.pool import create_pool
+from careflow.db import endpoint
+from careflow.db.embedded import EmbeddedPostgresError
 from careflow.dr import sites
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 from careflow.models.dr import FailoverInput, FailoverStage
-from careflow.net import free_port
-from careflow.notify.notifier import Notifier
 from starters.clients import dr as client_of
-from workers.registry import sandbox_runner
-from workflows.dr_failover import DRFailoverWorkflow
+from tests.disaster_recovery.conftest import Pair
 
 pytestmark = pytest.mark.stack  # starts servers of its own
-
-
-@dataclass
-class Pair:
-    settings: Settings
-    primary: EmbeddedPostgres
-    standby: EmbeddedPostgres
-    pool: asyncpg.Pool
-    task_queue: str
-
-
-@pytest_asyncio.fixture
-async def pair(client: Client, task_queue: str, tmp_path: Path) -> AsyncIterator[Pair]:
-    settings = Settings(
-        home=tmp_path / "home", database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/careflow",
-        standby_port=free_port(), standby_synchronous=True,
-    )  # fmt: skip
-    primary_url, standby_url = sites.urls(settings)
-    primary, standby = sites.cluster(settings, primary_url), sites.cluster(settings, standby_url)
-    primary.options = replication.archive_options(primary)
-    pool: asyncpg.Pool | None = None
-    try:
-        await asyncio.to_thread(primary.start)
-        await primary.ensure_database("careflow")
-        await migrate(settings.database_url)
-        await replication.make_standby(primary, standby, synchronous=True)
-        pool = await create_pool(settings)
-        acts = DrActivities(settings, pool, Notifier(pool, None))
-        async with Worker(
-            client, task_queue=task_queue, workflows=[DRFailoverWorkflow], activities=acts.all(),
-            workflow_runner=sandbox_runner(),
-        ):  # fmt: skip
-            yield Pair(settings, primary, standby, pool, task_queue)
-    finally:
-        if pool is not None:
-            await pool.close()
-        await asyncio.to_thread(standby.remove)
-        await asyncio.to_thread(primary.remove)
 
 
 async def test_the_primary_killed_the_standby_takes_over_with_nothing_lost_and_every_step_audited(

@@ -33,9 +33,11 @@ from careflow.models.dr import (
     Verified,
     workflow_id,
 )
+from careflow.models.dr_failback import FailbackInput, FailbackStatus, RebuildRequest, Rebuilt, failback_id
 from starters.clients.history import export_history
 from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
+from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -48,7 +50,7 @@ hold = asyncio.Event()  # "slow" incidents' assessment waits for it
 
 
 def _incident(wid: str) -> str:
-    return wid.removeprefix("dr-failover-")
+    return wid.removeprefix("dr-failover-").removeprefix("dr-failback-")
 
 
 @activity.defn(name="dr.assess")
@@ -109,11 +111,21 @@ async def page(req: StepRequest) -> None:
     seen[req.incident].append("page")
 
 
+@activity.defn(name="dr.rebuild")
+async def rebuild(req: RebuildRequest) -> Rebuilt:
+    seen[req.incident].append(f"rebuild:{req.standby_url.rsplit(':', 1)[-1]}")
+    sync = "sync" if req.synchronous else "async"
+    return Rebuilt(
+        standby_url=req.standby_url, state="streaming", sync=sync, lag_bytes=0, seconds=3.0, cloned=True
+    )
+
+
 @pytest.fixture
 async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncIterator[WorkflowEnvironment]:
     async with Worker(
-        time_skipping.client, task_queue=task_queue, workflows=[DRFailoverWorkflow],
-        activities=[assess, fence, promote, switch, verify, record, page], workflow_runner=sandbox_runner(),
+        time_skipping.client, task_queue=task_queue, workflows=[DRFailoverWorkflow, DRFailbackWorkflow],
+        activities=[assess, fence, promote, switch, verify, record, page, rebuild],
+        workflow_runner=sandbox_runner(),
     ):  # fmt: skip
         yield time_skipping
 
@@ -278,3 +290,28 @@ async def test_a_second_request_for_the_same_incident_attaches_and_an_early_appr
 async def _awaiting(handle: WorkflowHandle) -> FailoverStatus | None:
     st: FailoverStatus = await handle.query(DRFailoverWorkflow.status)
     return st if st.stage is FailoverStage.AWAITING_APPROVAL else None
+
+
+async def test_a_failback_with_nobody_asking_to_return_keeps_the_roles_with_a_standby_again(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    incident = f"nothing-fb-{uuid.uuid4().hex[:8]}"  # the (new) primary answers
+    handle = await env.client.start_workflow(
+        DRFailbackWorkflow.run,
+        FailbackInput(incident=incident, requested_by="dr-ops", wait_hours=2, search_attributes=False),
+        id=failback_id(incident), task_queue=task_queue,
+    )  # fmt: skip
+    done: FailbackStatus = await handle.result()  # the 2 h wait skipped
+    assert done.stage == "rebuilt" and "no return asked" in done.reason
+    assert seen[incident] == ["assess", "rebuild:55433/careflow"]  # nothing switched back
+    await keep(env, handle, "DRFailbackWorkflow-rebuilt")
+
+
+async def test_a_failback_needs_a_primary_that_answers(env: WorkflowEnvironment, task_queue: str) -> None:
+    incident = f"down-fb-{uuid.uuid4().hex[:8]}"
+    done: FailbackStatus = await env.client.execute_workflow(
+        DRFailbackWorkflow.run,
+        FailbackInput(incident=incident, requested_by="dr-ops", search_attributes=False),
+        id=failback_id(incident), task_queue=task_queue,
+    )  # fmt: skip
+    assert done.stage == "refused" and "is down" in done.reason and seen[incident] == ["assess"]
