@@ -166,7 +166,7 @@ class BackupActivities:
         """A full backup's manifest (its objects with their SHA-256, and the first WAL segment it needs:
         a restore needs no catalog), then the run complete in the catalog."""
         backup_id, store = req.ref.backup_id, self._store
-        refs = [r for r in await catalog.objects(self._pool, backup_id) if r.kind != "wal"]
+        refs = [r for r in await catalog.objects(self._pool, backup_id) if r.kind not in ("wal", "manifest")]
         if req.ref.kind == "full":
             path = self._staging(backup_id) / "manifest.json"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,11 +187,10 @@ class BackupActivities:
     async def fail(self, req: FailRequest) -> None:
         """The run failed: its own objects leave the store (WAL it shipped stays: it is valid and a
         later restore needs it), the catalog says why, operations are told."""
-        store = self._store
         mine = [r for r in await catalog.objects(self._pool, req.backup_id) if r.kind != "wal"]
-        for r in mine:
-            store.delete(r.key, r.version)
-        await catalog.forget(self._pool, mine)
+        mine.sort(key=lambda r: r.kind != "manifest")
+        refused = Pruned()  # an object the store will not delete yet (Object Lock) stays catalogued
+        await catalog.forget(self._pool, self._delete(self._store, mine, refused))
         await catalog.fail(self._pool, req.backup_id, req.error)
         shutil.rmtree(self._staging(req.backup_id), ignore_errors=True)
         log.warning("backup failed", workflow_id=req.backup_id, removed=len(mine))
@@ -209,15 +208,16 @@ class BackupActivities:
         kept, old = backup.expired(await catalog.complete_full(self._pool), keep)
         out, store = Pruned(), self._store
         for b in old:
-            gone = self._delete(
-                store, [r for r in await catalog.objects(self._pool, b.backup_id) if r.kind != "wal"], out
-            )
+            objects = [r for r in await catalog.objects(self._pool, b.backup_id) if r.kind != "wal"]
+            objects.sort(key=lambda r: r.kind != "manifest")  # the manifest first: no restore picks it now
+            gone = self._delete(store, objects, out)
             await catalog.forget(self._pool, gone)
-            out.backups.append(b.backup_id)
+            if len(gone) == len(objects):  # else it stays complete: retention tries again next time
+                out.backups.append(b.backup_id)
         await catalog.expire(self._pool, out.backups)
         if not kept:
             return out
-        oldest = min(kept, key=lambda b: b.finished_at).start_wal
+        oldest = min((b.start_wal for b in kept), key=lambda name: name[8:])  # any timeline: its segment
         stored = await catalog.wal_objects(self._pool)
         drop = set(backup.removable_wal([backup.wal_of_key(r.key) for r in stored], oldest))
         gone = self._delete(store, [r for r in stored if backup.wal_of_key(r.key) in drop], out)

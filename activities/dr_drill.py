@@ -141,6 +141,8 @@ class DrillActivities:
             checks.wal_files = len(restore.fetch_wal(store, manifest.start_wal, scratch / "wal", wal_sha))
         except restore.ChecksumMismatch as exc:
             raise _refuse("ChecksumMismatch", str(exc)) from exc
+        except restore.MissingObject as exc:
+            raise _refuse("MissingObject", str(exc)) from exc
         verified = subprocess.run(
             [str(WHEEL_INSTALL / "bin" / "pg_verifybackup"), "-n", str(fetched / "postgres")],
             capture_output=True, text=True, timeout=3600, check=False,
@@ -163,8 +165,9 @@ class DrillActivities:
             checks.marker_restored = bool(await conn.fetchval(marker, plan.drill_id))
             if checks.marker_restored:
                 checks.data_age_s = 0.0
-            elif checks.restored_to is not None:
-                checks.data_age_s = round(max((plan.marker_at - checks.restored_to).total_seconds(), 0.0), 3)
+            elif checks.restored_to is not None:  # up to the point asked for, else up to the drill's start
+                until = plan.at or plan.marker_at
+                checks.data_age_s = round(max((until - checks.restored_to).total_seconds(), 0.0), 3)
             tables = {
                 r["tablename"]
                 for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # streaming replica on this port; synchronous: a commit waits for it (RPO 0), else the lag is the RPO.
     standby_port: int = Field(55433, ge=1, le=65535)
     standby_synchronous: bool = False
+    # The health monitor (DRMonitorWorkflow): the primary (with a standby to promote) or a self-hosted
+    # inference server failing every probe this long starts a failover; automatic, or behind an
+    # operator's approve_failover (paging the next on-call tier on a timer).
+    dr_failover_after_s: float = Field(30.0, gt=0)
+    dr_probe_every_s: float = Field(5.0, gt=0)
+    dr_auto_failover: bool = False
     # Backups: the store (unset: the folder CAREFLOW_HOME/backups; a folder path; or s3://bucket/prefix, any
     # S3-API store, credentials from the AWS environment, endpoint_url for one that is not AWS), and how
     # many complete full backups are kept (older ones and the WAL only they need are deleted).

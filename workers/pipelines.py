@@ -48,6 +48,7 @@ from starters.cli import model as model_cli
 from starters.cli import pa as pa_cli
 from starters.cli import rag as rag_cli
 from starters.cli import risk as risk_cli
+from starters.clients import dr as dr_client
 from starters.clients import dr_backup as backup_client
 from starters.clients import dr_drill as drill_client
 from starters.clients import lab_alert as lab_alert_client
@@ -66,6 +67,7 @@ from workflows.dr_backup import BackupWorkflow
 from workflows.dr_drill import DRDrillWorkflow
 from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
+from workflows.dr_monitor import DRMonitorWorkflow
 from workflows.golden_evaluation import GoldenEvaluationWorkflow
 from workflows.kb_refresh import KnowledgeBaseRefreshWorkflow
 from workflows.lab_alert import LabResultAlertWorkflow
@@ -132,14 +134,14 @@ def _golden_schedules() -> dict[str, Schedule]:
 
 def _dr_activities(c: ProcessClients) -> list[Callable[..., Any]]:
     return [
-        *DrActivities(c.settings, c.pool, c.notifier).all(),
+        *DrActivities(c.settings, c.pool, c.notifier, lambda: c.llm.gateway).all(),
         *BackupActivities(c.settings, c.pool, c.notifier).all(),
         *DrillActivities(c.settings, c.pool, c.notifier, get_embedder).all(),
     ]
 
 
 def _dr_schedules() -> dict[str, Schedule]:
-    return {**backup_client.schedules(), **drill_client.schedules()}
+    return {**backup_client.schedules(), **drill_client.schedules(), **dr_client.monitor_schedules()}
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:
@@ -224,7 +226,7 @@ MODEL_PROMOTION = Pipeline(
 DISASTER_RECOVERY = Pipeline(
     name=dr_models.PIPELINE,
     summary="Backups (nightly; WAL every 15 min), monthly restore drills, failover to the hot standby.",
-    workflows=[DRFailoverWorkflow, DRFailbackWorkflow, BackupWorkflow, DRDrillWorkflow],
+    workflows=[DRFailoverWorkflow, DRFailbackWorkflow, DRMonitorWorkflow, BackupWorkflow, DRDrillWorkflow],
     activities=_dr_activities,
     search_attributes=[sa.PIPELINE, sa.STAGE],
     commands=[dr_cli.dr_app],

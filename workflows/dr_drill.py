@@ -21,7 +21,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.dr_backup import BackupWorkflow
     from workflows.retry_rules import DR_BACKUP_STEP, DR_DRILL_RESTORE
 
-_FAILED_CHECK = {"NoBackup": "plan", "ChecksumMismatch": "checksum", "RestoreFailed": "restore"}
+_FAILED_CHECK = {
+    "NoBackup": "plan",
+    "ChecksumMismatch": "checksum",
+    "MissingObject": "missing-object",
+    "RestoreFailed": "restore",
+}
 
 
 @workflow.defn(name="DRDrillWorkflow")
@@ -39,11 +44,14 @@ class DRDrillWorkflow:
             self._stage("planning")
             r.plan = await retry_rules.execute(DR_BACKUP_STEP, DrillActivities.plan, req)
             self._stage("shipping-wal")
-            await workflow.execute_child_workflow(
+            shipped = await workflow.execute_child_workflow(
                 BackupWorkflow.run,
                 BackupInput(kind="wal", requested_by="dr-drill", search_attributes=inp.search_attributes),
                 id=f"{BACKUP_ID_PREFIX}wal-{workflow.uuid4().hex[:12]}",  # its parent links it to the drill
             )
+            if shipped.outcome != "complete":  # the copy could not be recent: not a drill that passes
+                r.outcome, r.failed_check, r.reason = "failed", "shipping-wal", shipped.reason
+                return await self._record()
             self._stage("restoring")
             r.checks = await retry_rules.execute(DR_DRILL_RESTORE, DrillActivities.restore_and_check, r.plan)
             r.outcome = "failed" if r.checks.failures else "passed"
@@ -53,6 +61,10 @@ class DRDrillWorkflow:
             kind = retry_rules.failure_type(err) if isinstance(err, ActivityError) else None
             r.outcome, r.failed_check = "failed", _FAILED_CHECK.get(kind or "", r.stage)
             r.reason = retry_rules.failure_message(err) if isinstance(err, ActivityError) else str(err)
+        return await self._record()
+
+    async def _record(self) -> DrillResult:
+        r = self._r
         self._stage("recording")
         r.objectives = await retry_rules.execute(DR_BACKUP_STEP, DrillActivities.record, r)
         self._stage(r.outcome)

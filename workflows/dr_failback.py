@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.dr import DrActivities
@@ -36,7 +36,7 @@ class DRFailbackWorkflow:
         self._stage("assessing")
         a = await retry_rules.execute(retry_rules.DR_PROBE, DrActivities.assess, wid)
         s.primary = a.primary
-        if a.failed != "nothing" or a.standby is None:
+        if a.database_failed or a.standby is None:
             why = (
                 "no second site is configured"
                 if a.standby is None
@@ -74,6 +74,8 @@ class DRFailbackWorkflow:
             s.rebuilt.append(await self._rebuild(wid, inp, a.standby.url, a.primary.url))
         except ActivityError as err:
             return self._end("rebuild-failed", retry_rules.failure_message(err))
+        except ChildWorkflowError as err:
+            return self._end("return-failed", f"the switchover back failed: {err.cause or err}")
         return self._end("returned", f"{a.standby.url} is the primary again, {a.primary.url} its standby")
 
     async def _rebuild(self, wid: str, inp: FailbackInput, primary: str, standby: str) -> Rebuilt:

@@ -167,6 +167,22 @@ DR_RECORD = Step(timedelta(minutes=1), DAY, timedelta(seconds=30))
 DR_REBUILD = Step(
     timedelta(hours=2), DAY, timedelta(minutes=1), heartbeat=timedelta(minutes=2)
 )  # a standby cloned anew: a base backup's time
+
+
+def dr_inference_wait(wait: timedelta) -> Step:
+    """Waiting for a rerouted inference server to answer again: one heartbeating attempt as long as the
+    failover waits; a worker lost on the way starts it again."""
+    return Step(wait, wait, timedelta(minutes=1), heartbeat=timedelta(minutes=1))
+
+
+def dr_watch(watch: timedelta) -> Step:
+    """The health monitor's watch: one heartbeating attempt as long as a run watches (a probe every few
+    seconds); a worker lost on the way starts it again, its runs of failures from zero."""
+    return Step(
+        watch + timedelta(minutes=1), watch * 2, timedelta(seconds=10), heartbeat=timedelta(seconds=60)
+    )
+
+
 DR_PAGE = Step(timedelta(seconds=30), timedelta(minutes=10), timedelta(seconds=10))  # a failed failover
 # Backups: copies of hours, heartbeating; a database or store that is down is waited for through the
 # night; a full store is not (the run fails, its partial objects removed, the earlier backups intact).
@@ -179,7 +195,8 @@ DR_BACKUP_STEP = Step(timedelta(minutes=2), DAY, timedelta(minutes=2))  # catalo
 # finding (not retried); a worker lost on the way starts it again.
 DR_DRILL_RESTORE = Step(
     timedelta(hours=6), timedelta(hours=12), timedelta(minutes=5),
-    non_retryable=("NoBackup", "ChecksumMismatch", "RestoreFailed"), heartbeat=timedelta(minutes=2),
+    non_retryable=("NoBackup", "ChecksumMismatch", "MissingObject", "RestoreFailed"),
+    heartbeat=timedelta(minutes=2),
 )  # fmt: skip
 
 

@@ -181,8 +181,9 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def start(self) -> None:
-        """Initialise the cluster on first use and start it; a no-op when it is already running."""
+    def start(self, wait_s: int = 60) -> None:
+        """Initialise the cluster on first use and start it; a no-op when it is already running (a
+        restored cluster replaying WAL to consistency may need longer than `wait_s`'s default)."""
         if self.fence_file.exists():
             raise EmbeddedPostgresError(
                 f"{self.data_dir} was fenced by a failover ({self.fence_file.read_text().strip()}): it must "
@@ -215,7 +216,7 @@ class EmbeddedPostgres:
             str(self.log_path),
             "-w",
             "-t",
-            "60",
+            str(wait_s),
             "-o",
             opts,
             "start",

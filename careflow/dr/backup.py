@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from careflow.db.embedded import WHEEL_INSTALL
 from careflow.dr.store import FULL_ERRNOS, StoreFull
@@ -64,10 +66,14 @@ def take_base_backup(url: str, dest: Path, label: str) -> BaseBackup:
     """`pg_basebackup` of the server at `url` into `dest` (tar, gzip, the WAL it needs streamed alongside
     into pg_wal.tar.gz, a checkpoint forced now), with its backup manifest for `pg_verifybackup`."""
     dest.mkdir(parents=True, exist_ok=False)
+    parts = urlsplit(url)  # a password goes in the environment, never on a command line `ps` shows
+    env = {**os.environ, **({"PGPASSWORD": unquote(parts.password)} if parts.password else {})}
+    user = f"{parts.username}@" if parts.username else ""
+    bare = urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
     done = subprocess.run(
-        [str(PG_BASEBACKUP), "-d", url, "-D", str(dest), "-F", "t", "-z", "-X", "stream", "-c", "fast",
+        [str(PG_BASEBACKUP), "-d", bare, "-D", str(dest), "-F", "t", "-z", "-X", "stream", "-c", "fast",
          "-l", label, "-v"],
-        capture_output=True, text=True, timeout=6 * 3600, check=False,
+        capture_output=True, text=True, timeout=6 * 3600, check=False, env=env,
     )  # fmt: skip
     if done.returncode != 0:
         tail = done.stderr.strip()[-500:]
@@ -88,6 +94,20 @@ def archived(archive_dir: Path) -> list[Path]:
     if not archive_dir.exists():
         return []
     return sorted(p for p in archive_dir.iterdir() if WAL_FILE.match(p.name))
+
+
+def adopt_archive(source: Path, target: Path) -> int:
+    """Move the finished WAL files of one archive folder into another (those it lacks); returns how many.
+    A site about to be rebuilt hands its archive to the primary's, so no segment is lost unshipped."""
+    if not source.exists():
+        return 0
+    target.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for path in archived(source):
+        if not (target / path.name).exists():
+            shutil.move(path, target / path.name)
+            moved += 1
+    return moved
 
 
 def removable_wal(names: Sequence[str], oldest_start_wal: str) -> list[str]:
@@ -116,7 +136,7 @@ def sqlite_copy(source: Path, dest: Path) -> None:
     src = sqlite3.connect(source, timeout=30)
     out = sqlite3.connect(dest)
     try:
-        src.backup(out, pages=4096)
+        src.backup(out, pages=-1)  # one step: a writer meanwhile cannot make it start over
     except sqlite3.OperationalError as exc:
         if "full" in str(exc).lower():
             raise StoreFull(f"no room for the copy of {source.name}: {exc}") from exc
@@ -181,8 +201,10 @@ def copy_files(home: Path, kb_roots: Sequence[str], staging: Path) -> Copies:
 def gzip_file(source: Path, dest: Path) -> None:
     """A WAL segment compressed for the store (16 MiB of mostly-empty pages: a few hundred KB)."""
     try:
-        with source.open("rb") as src, gzip.open(dest, "wb", compresslevel=6) as out:
-            shutil.copyfileobj(src, out, 1024 * 1024)
+        # No name, mtime 0: a segment packs to the same bytes (and SHA-256) whoever ships it, whenever.
+        with source.open("rb") as src, dest.open("wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
     except OSError as exc:
         dest.unlink(missing_ok=True)
         if exc.errno in FULL_ERRNOS:

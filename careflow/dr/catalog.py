@@ -22,6 +22,12 @@ async def begin(pool: asyncpg.Pool, ref: BackupRef, store: str) -> None:
 
 
 async def add(pool: asyncpg.Pool, backup_id: str, kind: str, obj: StoredObject) -> StoredRef:
+    """The object stored for this backup; a retried step's earlier version of the same key (other bytes:
+    a new base backup, another tar header) leaves the catalog, the store having replaced it."""
+    await pool.execute(
+        "DELETE FROM dr_backup_objects WHERE backup_id = $1 AND key = $2 AND version <> $3 AND kind <> 'wal'",
+        backup_id, obj.key, obj.version,
+    )  # fmt: skip
     await pool.execute(
         """INSERT INTO dr_backup_objects (key, version, backup_id, kind, sha256, bytes)
            VALUES ($1, $2, $3, $4, $5, $6)

@@ -19,8 +19,10 @@ from pathlib import Path
 from careflow.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from careflow.dr.backup import wal_of_key
 from careflow.dr.store import BackupStore, sha256_file
+from careflow.security.logging import get_logger
 
 MANIFEST = "manifest.json"
+log = get_logger("careflow.dr.restore")
 
 
 class ChecksumMismatch(Exception):
@@ -31,6 +33,10 @@ class ChecksumMismatch(Exception):
 
 class NoBackup(Exception):
     pass
+
+
+class MissingObject(Exception):
+    """An object the manifest names is not in the store (deleted, a lifecycle rule, a tampered key)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,10 @@ def manifests(store: BackupStore) -> list[Manifest]:
         for key in store.keys("full/"):
             if key.endswith("/" + MANIFEST):
                 store.get(key, "", Path(tmp) / "m.json")
-                found.append(Manifest.parse((Path(tmp) / "m.json").read_bytes()))
+                try:
+                    found.append(Manifest.parse((Path(tmp) / "m.json").read_bytes()))
+                except (ValueError, KeyError, TypeError) as exc:  # not one careflow wrote: not a candidate
+                    log.warning("backup manifest unreadable: skipped", key=key, error=type(exc).__name__)
     return sorted(found, key=lambda m: m.data_as_of, reverse=True)
 
 
@@ -84,7 +93,10 @@ def fetch(
         key, expected = str(o["key"]), str(o["sha256"])
         target = dest / key.removeprefix(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)
-        store.get(key, str(o.get("version") or ""), target)
+        try:
+            store.get(key, str(o.get("version") or ""), target)
+        except (FileNotFoundError, ValueError) as exc:
+            raise MissingObject(f"{key}: {exc}") from exc
         found, size = sha256_file(target)
         if found != expected:
             raise ChecksumMismatch(key, expected, found)
@@ -106,7 +118,10 @@ def fetch_wal(
         if not name.endswith(".history") and name[8:24] < start_wal[8:]:
             continue
         packed = dest / f"{name}.gz"
-        store.get(key, "", packed)
+        try:
+            store.get(key, "", packed)
+        except FileNotFoundError as exc:
+            raise MissingObject(f"{key}: {exc}") from exc
         if sha256 is not None and key in sha256 and (found := sha256_file(packed)[0]) != sha256[key]:
             raise ChecksumMismatch(key, sha256[key], found)
         with gzip.open(packed) as src, (dest / name).open("wb") as out:
@@ -152,6 +167,6 @@ def restore_cluster(pg: EmbeddedPostgres, postgres: Path, wal: Path, target: dat
         conf.write(recovery_settings(restore_wal, target))
     (pg.data_dir / "recovery.signal").touch()
     pg.take_ownership()
-    pg.start()
+    pg.start(wait_s=3600)
     if not pg.wait_promoted():
         raise EmbeddedPostgresError(f"the restored cluster did not finish recovery: {pg.log_tail()}")

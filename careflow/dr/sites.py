@@ -44,8 +44,12 @@ def cluster(settings: Settings, url: str) -> EmbeddedPostgres:
     home, logs = settings.state_dir, settings.state_dir / "logs"
     port = urlsplit(url).port or 5432
     if port == settings.standby_port:
-        return EmbeddedPostgres(pgdata=home / "pg-standby", port=port, log_file=logs / "postgres-standby.log")
-    return EmbeddedPostgres(pgdata=home / "pg", port=port, log_file=logs / "postgres.log")
+        pg = EmbeddedPostgres(pgdata=home / "pg-standby", port=port, log_file=logs / "postgres-standby.log")
+    else:
+        pg = EmbeddedPostgres(pgdata=home / "pg", port=port, log_file=logs / "postgres.log")
+    # Both sites archive their finished WAL: a standby starts to once it is promoted, without a restart.
+    pg.options = replication.archive_options(pg)
+    return pg
 
 
 async def probe(url: str, timeout: float = 3) -> Site:

@@ -26,6 +26,9 @@ CHUNK = 1024 * 1024
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room: disk, quota, file size limit
 
 
+_NO_ROOM = ("EntityTooLarge", "QuotaExceeded", "InsufficientStorage", "XMinioStorageFull", "StorageFull")
+
+
 class StoreFull(Exception):
     """No room for the object (disk full, quota, object too large)."""
 
@@ -132,6 +135,7 @@ class S3Store:
         return f"{self.prefix}/{_check_key(key)}" if self.prefix else _check_key(key)
 
     def put(self, key: str, source: Path) -> StoredObject:
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import ClientError
 
         digest, size = sha256_file(source)
@@ -139,8 +143,8 @@ class S3Store:
             self._s3.upload_file(
                 str(source), self.bucket, self._key(key), ExtraArgs={"Metadata": {"sha256": digest}}
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("EntityTooLarge", "QuotaExceeded"):
+        except (ClientError, S3UploadFailedError) as exc:  # upload_file wraps the service's error
+            if any(code in str(exc) for code in _NO_ROOM):
                 raise StoreFull(f"backup store {self.where} refused {key}: {exc}") from exc
             raise
         head = self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -150,7 +154,14 @@ class S3Store:
         return {"VersionId": version} if version and version != "null" else {}
 
     def get(self, key: str, version: str, dest: Path) -> None:
-        self._s3.download_file(self.bucket, self._key(key), str(dest), ExtraArgs=self._version(version))
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.download_file(self.bucket, self._key(key), str(dest), ExtraArgs=self._version(version))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchVersion"):
+                raise FileNotFoundError(f"{key} is not in the backup store {self.where}") from exc
+            raise
 
     def delete(self, key: str, version: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=self._key(key), **self._version(version))

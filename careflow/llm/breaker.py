@@ -4,6 +4,9 @@ closed -> open after `failures` failures within `window_s`; open -> half_open af
 exactly one caller wins the conditional UPDATE and becomes the probe; the probe's success closes the
 breaker, its failure re-opens it for another `open_s`.  Time is the database's now() unless a test
 passes `at`, so the 60 s windows are tested without waiting.
+
+A DR failover may `hold` a breaker open (`held_by` its incident): no probe is admitted and no success
+closes it until the failover sees the provider answer again and calls `release`.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ _READ = "SELECT state, cardinality(failures) AS n, opened_at FROM llm_breakers W
 _ADMIT_PROBE = """
 UPDATE llm_breakers SET state = 'half_open', probe_started_at = c.t, updated_at = c.t
   FROM (SELECT coalesce($2::timestamptz, now()) AS t) AS c
- WHERE provider = $1
+ WHERE provider = $1 AND held_by IS NULL
    AND ((state = 'open' AND opened_at <= c.t - make_interval(secs => $3))
         OR (state = 'half_open' AND probe_started_at <= c.t - make_interval(secs => $4)))
 RETURNING provider"""
@@ -82,7 +85,22 @@ RETURNING state"""
 _CLOSE = """
 UPDATE llm_breakers SET state = 'closed', failures = '{}', opened_at = NULL, probe_started_at = NULL,
        updated_at = coalesce($2::timestamptz, now())
- WHERE provider = $1 AND ($3 OR state = 'closed')
+ WHERE provider = $1 AND held_by IS NULL AND ($3 OR state = 'closed')
+RETURNING provider"""
+
+# The first incident to hold a breaker keeps it; RETURNING says who holds it.
+_HOLD = """
+INSERT INTO llm_breakers AS b (provider, state, opened_at, held_by, updated_at)
+VALUES ($1, 'open', now(), $2, now())
+ON CONFLICT (provider) DO UPDATE SET
+    state = 'open', probe_started_at = NULL, held_by = coalesce(b.held_by, EXCLUDED.held_by),
+    opened_at = CASE WHEN b.state = 'open' THEN b.opened_at ELSE now() END, updated_at = now()
+RETURNING held_by"""
+
+_RELEASE = """
+UPDATE llm_breakers SET state = 'closed', failures = '{}', opened_at = NULL, probe_started_at = NULL,
+       held_by = NULL, updated_at = now()
+ WHERE provider = $1 AND held_by = $2
 RETURNING provider"""
 
 
@@ -134,6 +152,28 @@ class CircuitBreaker:
         if result is BreakerState.OPEN:
             log.warning("breaker open", provider=permit.provider, probe_failed=permit.probe)
         return result
+
+    async def hold(self, provider: str, by: str) -> str:
+        """Open `provider`'s breaker and keep it open for `by`; returns who holds it (an earlier holder
+        keeps it)."""
+        async with self._pool.acquire() as conn:
+            holder = str(await conn.fetchval(_HOLD, provider, by))
+        log.warning("breaker held open", provider=provider, held_by=holder)
+        return holder
+
+    async def release(self, provider: str, by: str) -> bool:
+        """Close the breaker `by` holds (the provider answers again); False: `by` does not hold it."""
+        async with self._pool.acquire() as conn:
+            released = await conn.fetchval(_RELEASE, provider, by) is not None
+        if released:
+            log.info("breaker hold released", provider=provider, held_by=by)
+        return released
+
+    async def held(self) -> dict[str, str]:
+        """Held breakers: provider -> holder."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT provider, held_by FROM llm_breakers WHERE held_by IS NOT NULL")
+        return {r["provider"]: r["held_by"] for r in rows}
 
     async def state(self, provider: str) -> BreakerState:
         async with self._pool.acquire() as conn:

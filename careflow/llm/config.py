@@ -25,6 +25,9 @@ class Target(BaseModel):
     model: str
 
 
+SELF_HOSTED = "self_hosted"  # the provider name of CAREFLOW_GATEWAY_SELF_HOSTED_BASE_URL
+
+
 class TierRoute(BaseModel):
     primary: Target
     fallback: Target | None = None
@@ -104,6 +107,10 @@ class GatewayConfig(BaseSettings):
     anthropic_base_url: str | None = None
     anthropic_phi_permitted: bool = False  # True only under a signed BAA
     azure_openai_phi_permitted: bool = False
+    # A self-hosted OpenAI-compatible server (vLLM, llama.cpp; `careflow serve-llm` on the embedded
+    # stack): the provider `self_hosted`, permitted PHI (it runs inside the hospital).  The DR failover
+    # probes it and, when it is down, holds its breaker open so its tiers answer from their fallback.
+    self_hosted_base_url: str | None = None
     provider_timeout_s: float = Field(30.0, gt=0)
 
     # Circuit breaker (seed P3): open after 5 failures in 60 s, half-open after 60 s.

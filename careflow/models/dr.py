@@ -28,6 +28,10 @@ class FailoverStage(StrEnum):
     SWITCHING = "switching"  # every process's next connection goes to it
     VERIFYING = "verifying"  # a write, the audit chain on the new primary
     FAILED_OVER = "failed-over"
+    # The self-hosted inference tier (alone, or before the database's failover when both failed):
+    REROUTING = "rerouting"  # its breakers held open: its tiers answer from their fallback
+    REROUTED = "rerouted"  # inference alone failed: the tiers are on their fallback, the server awaited
+    INFERENCE_RESTORED = "inference-restored"  # the server answers again: its breakers released
     # Named outcomes that change nothing:
     NOTHING_FAILED = "nothing-failed"  # both sites answer: nothing to fail over
     REFUSED = "refused"  # no standby to promote, or it lags beyond the RPO (unless forced)
@@ -42,6 +46,8 @@ class FailoverStage(StrEnum):
 
 _SETTLED = {
     FailoverStage.FAILED_OVER,
+    FailoverStage.REROUTED,
+    FailoverStage.INFERENCE_RESTORED,
     FailoverStage.NOTHING_FAILED,
     FailoverStage.REFUSED,
     FailoverStage.NOT_APPROVED,
@@ -60,6 +66,9 @@ class FailoverInput(BaseModel):
     force: bool = False  # promote even when the standby lags beyond max_lag_bytes (audited)
     max_lag_bytes: int = Field(1024 * 1024, ge=0)  # the RPO guard for asynchronous replication
     escalate_minutes: float = Field(5, gt=0)  # no approval by then: the next on-call tier is paged
+    # A rerouted self-hosted server not answering by then: its breakers are released to the gateway's
+    # own (which keeps its tiers on the fallback while it fails) and the failover ends.
+    inference_wait_hours: float = Field(72, gt=0)
     approval_hours: float = Field(1, gt=0)  # no approval by then: not-approved
     search_attributes: bool = True
 
@@ -73,13 +82,53 @@ class Site(BaseModel):
     error: str = ""
 
 
+class InferenceSite(BaseModel):
+    """A self-hosted inference server (the gateway's `self_hosted` provider) as the assessment found it."""
+
+    provider: str
+    url: str  # its model list's URL, no credentials
+    up: bool
+
+
 class Assessment(BaseModel):
-    failed: Literal["database", "nothing"]
+    failed: Literal["database", "inference", "both", "nothing"]
     primary: Site
     standby: Site | None  # None: no standby configured
     lag_bytes: int | None  # WAL the standby had not replayed (None: not measurable, primary down)
     synchronous: bool | None
     standby_heard_s: float | None = None  # seconds since the standby last heard from the primary
+    inference: list[InferenceSite] = Field(default_factory=list)
+
+    @property
+    def database_failed(self) -> bool:
+        return self.failed in ("database", "both")
+
+    @property
+    def inference_down(self) -> list[str]:
+        return [i.provider for i in self.inference if not i.up]
+
+
+class TierMove(BaseModel):
+    """One gateway tier whose primary is a held provider: who answers it meanwhile."""
+
+    tier: str
+    provider: str  # the held (down) primary
+    fallback: str | None  # the tier map's fallback provider (None: none configured, the tier waits)
+    model: str | None
+    phi: bool  # PHI requests are answered (the fallback is permitted PHI); else they wait for the server
+
+
+class RerouteRequest(BaseModel):
+    workflow_id: str
+    incident: str
+    providers: list[str]  # the self-hosted providers found down
+
+
+class Rerouted(BaseModel):
+    held: list[str]  # providers whose breakers this incident holds open
+    moves: list[TierMove]
+    at: datetime
+    restored_at: datetime | None = None
 
 
 class Approval(BaseModel):
@@ -91,6 +140,7 @@ class StepRequest(BaseModel):
     workflow_id: str
     incident: str
     url: str  # the site the step acts on
+    failed: str = ""  # a page: what failed after the fence ("": nobody approved in time)
 
 
 class Verified(BaseModel):
@@ -122,6 +172,7 @@ class RecordRequest(BaseModel):
     synchronous: bool | None
     outcome: str
     steps: list[tuple[str, datetime]]
+    rerouted_at: datetime | None = None  # the inference tier's breakers held: its features' RTO ends
 
 
 class FailoverStatus(BaseModel):
@@ -134,3 +185,4 @@ class FailoverStatus(BaseModel):
     stages: list[tuple[str, datetime]] = Field(default_factory=list)
     verified: Verified | None = None
     recovery: list[FeatureRecovery] = Field(default_factory=list)
+    rerouted: Rerouted | None = None

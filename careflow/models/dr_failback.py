@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from careflow.models.dr import Incident, Site
+from careflow.models.dr import Site
 
 FAILBACK_ID_PREFIX = "dr-failback-"
 
@@ -18,7 +18,8 @@ def failback_id(incident: str) -> str:
 
 
 class FailbackInput(BaseModel):
-    incident: Incident  # the failover's incident: its `-return` switchover is an incident of its own
+    # The failover's incident; its switchover back is `<incident>-return`, an incident id too (<= 64).
+    incident: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,56}$")
     requested_by: str = Field(min_length=1, max_length=64)
     synchronous: bool = False  # the rebuilt standby's commit mode
     return_now: bool = False  # switch back as soon as the standby streams, without waiting to be told

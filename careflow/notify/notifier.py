@@ -92,6 +92,28 @@ class Notifier:
         log.info("notification delivered", dedup_key=dedup_key, kind=kind, recipient_id=recipient_id)
         return NotificationResult(dedup_key, delivered=True, duplicate=False)
 
+    async def deliver_unrecorded(self, *, dedup_key: str, kind: str, body: dict[str, Any]) -> bool:
+        """The webhook alone, for when the database that records notifications is what is down (a DR
+        page): the same Idempotency-Key as `send`, so a receiver drops a later copy.  False: no webhook
+        is configured; DeliveryFailed: it did not accept."""
+        if self._url is None:
+            return False
+        try:
+            resp = await self._http.post(
+                self._url,
+                content=json.dumps(body),
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": dedup_key,
+                    "X-Careflow-Kind": kind,
+                },
+            )
+            resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(type(exc).__name__) from None
+        log.warning("notification delivered unrecorded", dedup_key=dedup_key, kind=kind)
+        return True
+
     async def _mark(self, key: str, status: str, error: str | None) -> None:
         async with self._pool.acquire() as conn:
             await conn.execute(

@@ -202,6 +202,22 @@ def db_migrate() -> None:
     console.print(f"applied: {', '.join(applied) if applied else 'none pending'}")
 
 
+@app.command("serve-llm")
+def serve_llm(
+    port: Annotated[int, typer.Option(help="Port of the OpenAI-compatible API.")] = 8012,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """A self-hosted inference server on this machine: the OpenAI-compatible API (POST
+    /v1/chat/completions, GET /v1/models) answered by the offline engine, where production runs vLLM.
+    Point the gateway at it with CAREFLOW_GATEWAY_SELF_HOSTED_BASE_URL=http://127.0.0.1:<port>."""
+    import uvicorn
+
+    from careflow.llm.local_server import app as llm_app
+
+    print(f"careflow serve-llm: http://{host}:{port}/v1 (offline engine; Ctrl-C stops it)", flush=True)
+    uvicorn.run(llm_app(), host=host, port=port, log_level="warning", log_config=None)
+
+
 @app.command("canary")
 def canary(
     queue: Annotated[list[str] | None, typer.Option(help="Task queue(s) to probe (default: all).")] = None,

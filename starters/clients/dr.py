@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
 
 from careflow import task_queues
 from careflow.models.dr import PIPELINE, Approval, FailoverInput, FailoverStage, FailoverStatus, workflow_id
 from careflow.models.dr_failback import FailbackInput, FailbackStatus, failback_id
+from careflow.models.dr_monitor import MONITOR_ID, MONITOR_SCHEDULE_ID, MonitorInput
 from starters.clients.keyed_start import Started, start_keyed
 from starters.clients.updates import execute_audited
 from workflows import search_attributes as sa
 from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
+from workflows.dr_monitor import DRMonitorWorkflow
 
 
 async def start(client: Client, inp: FailoverInput, task_queue: str = task_queues.MAIN) -> Started:
@@ -97,3 +109,19 @@ async def return_to_site(client: Client, wid: str, a: Approval, audit_pool: asyn
         action="return-to-site", resource_type="Database", what="failback",
     )  # fmt: skip
     return done
+
+
+def monitor_schedules(task_queue: str = task_queues.MAIN) -> dict[str, Schedule]:
+    """The health monitor, always one run: each watches an hour, and the start due meanwhile is kept
+    (BUFFER_ONE) so the next begins as the last ends."""
+    return {
+        MONITOR_SCHEDULE_ID: Schedule(
+            action=ScheduleActionStartWorkflow(
+                DRMonitorWorkflow.run, MonitorInput(), id=MONITOR_ID, task_queue=task_queue,
+                typed_search_attributes=sa.at_start(PIPELINE, "watching", "default"),
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=10))]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
+            state=ScheduleState(note="careflow health monitor: a failing primary or inference server"),
+        )
+    }  # fmt: skip

@@ -129,7 +129,6 @@ class DevStack:
         # failover); the standby is the other one.
         primary_url, standby_url = sites.urls(settings)
         self.pg, self.standby = sites.cluster(settings, primary_url), sites.cluster(settings, standby_url)
-        self.pg.options = replication.archive_options(self.pg)  # every finished WAL segment archived
 
     # -- process bookkeeping ------------------------------------------------------------------
     def _record(self, name: str) -> Path:

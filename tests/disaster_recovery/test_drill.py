@@ -151,7 +151,9 @@ async def test_a_point_in_time_restores_what_was_committed_before_it_and_nothing
     assert r.outcome == "passed", r.reason
     c = r.checks
     assert c is not None and c.restored_to is not None and c.restored_to <= point
-    assert not c.marker_restored and c.data_age_s is not None and c.data_age_s > 0
+    # The data age of a point-in-time restore: what is missing before the point asked for (here, the
+    # moment between the last commit before it and the point itself).
+    assert not c.marker_restored and c.data_age_s is not None and 0 <= c.data_age_s < 60
     assert c.audit_rows == 10 and c.audit_ok  # the 10 before the point, none after
 
     assert made.base is not None
@@ -162,3 +164,15 @@ async def test_a_point_in_time_restores_what_was_committed_before_it_and_nothing
         "failed",
         "plan",
     ) and "no full backup older than" in early.reason
+
+
+async def test_an_object_gone_from_the_store_fails_the_drill_naming_it(
+    time_skipping: WorkflowEnvironment, site: Site, task_queue: str
+) -> None:
+    store = FolderStore(site.tmp / "backups")
+    made = await backup(time_skipping, site, store, task_queue)
+    (store.root / "full" / made.backup_id / "temporal.db").unlink()  # a lifecycle rule, an operator
+
+    r = await drill(time_skipping, site, store, task_queue, "missing")
+    assert (r.outcome, r.failed_check) == ("failed", "missing-object")
+    assert f"full/{made.backup_id}/temporal.db" in r.reason and scratch_gone(site)

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from careflow.audit import trail
 from careflow.db import endpoint, replication
-from careflow.dr import sites
+from careflow.dr import backup, sites
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType
 from careflow.models.dr import Approval, FailoverInput, FailoverStage
 from careflow.models.dr_failback import FailbackInput, failback_id
@@ -54,6 +54,9 @@ async def test_the_old_site_is_rebuilt_as_a_standby_then_takes_the_primary_role_
     assert (await client_of.result(client, failover.workflow_id)).stage is FailoverStage.FAILED_OVER
     await written(pair, 10, "on-the-standby-site")  # only the new primary has these
 
+    # WAL the old primary archived before it died: the rebuild must hand it over, not delete it.
+    unshipped = {p.name for p in backup.archived(pair.primary.wal_archive_dir)}
+    assert unshipped
     started = await client_of.start_failback(
         client,
         FailbackInput(incident=incident, requested_by="dr-ops", synchronous=True, search_attributes=False),
@@ -67,6 +70,7 @@ async def test_the_old_site_is_rebuilt_as_a_standby_then_takes_the_primary_role_
     assert rebuilt.cloned and (rebuilt.state, rebuilt.sync) == ("streaming", "sync")
     assert not pair.primary.fence_file.exists() and pair.primary.is_running()  # rebuilt: no longer fenced
     assert (await sites.probe(pair.primary.dsn())).in_recovery  # a standby now, on its old port
+    assert unshipped <= {p.name for p in backup.archived(pair.standby.wal_archive_dir)}
 
     handle = client.get_workflow_handle(wid)
     await handle.execute_update(DRFailbackWorkflow.return_to_site, Approval(by="dr-lead"))

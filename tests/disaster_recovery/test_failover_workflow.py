@@ -1,7 +1,10 @@
-"""DRFailoverWorkflow on the time-skipping server, its activities standing in for the sites, so the
-workflow's own decisions are tested alone (the real activities run in test_failover_e2e.py): the
-order fence -> promote -> switch -> verify, the RPO guard and its audited override, the approval with
-its escalation timer and deadline, and the outcomes that change nothing."""
+"""DRFailoverWorkflow and DRMonitorWorkflow on the time-skipping server, their activities standing in
+for the sites, so the workflows' own decisions are tested alone (the real activities run in
+test_failover_e2e.py and test_monitor_e2e.py): the order fence -> promote -> switch -> verify, the RPO
+guard and its audited override, the approval with its escalation timer and deadline, the outcomes that
+change nothing, the inference tier rerouted and restored, and the health monitor's alarms.  (An
+inference alarm, whose failover outlives the monitor's run, is tested on the dev server: this server
+stops skipping time once a parent has closed with an abandoned child still running.)"""
 
 from __future__ import annotations
 
@@ -27,18 +30,24 @@ from careflow.models.dr import (
     FailoverStage,
     FailoverStatus,
     FeatureRecovery,
+    InferenceSite,
     RecordRequest,
+    Rerouted,
+    RerouteRequest,
     Site,
     StepRequest,
+    TierMove,
     Verified,
     workflow_id,
 )
 from careflow.models.dr_failback import FailbackInput, FailbackStatus, RebuildRequest, Rebuilt, failback_id
+from careflow.models.dr_monitor import Alarm, MonitorInput, MonitorResult, WatchRequest
 from starters.clients.history import export_history
 from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
+from workflows.dr_monitor import DRMonitorWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 RECORD = os.environ.get("CAREFLOW_RECORD_HISTORIES") == "1"
@@ -47,6 +56,8 @@ PRIMARY, STANDBY = "postgresql://127.0.0.1:55432/careflow", "postgresql://127.0.
 seen: dict[str, list[str]] = defaultdict(list)  # by incident
 records: dict[str, RecordRequest] = {}
 hold = asyncio.Event()  # "slow" incidents' assessment waits for it
+auto: dict[str, str] = {}  # a health monitor's incident -> the scenario its failover finds
+SINCE = datetime(2026, 12, 6, 11, 59, 30, tzinfo=UTC)  # the monitors' first failed probe
 
 
 def _incident(wid: str) -> str:
@@ -57,17 +68,57 @@ def _incident(wid: str) -> str:
 async def assess(wid: str) -> Assessment:
     incident = _incident(wid)
     seen[incident].append("assess")
-    if incident.startswith("slow"):
+    kind = auto.get(incident, incident)
+    if kind.startswith("slow"):
         await hold.wait()
-    standby = None if incident.startswith("nostandby") else Site(url=STANDBY, up=True, in_recovery=True)
-    if incident.startswith(("nothing", "lagging")):  # the primary answers: the lag is measured
-        lag = 5 * 1024 * 1024 if incident.startswith("lagging") else 0
-        return Assessment(failed="nothing", primary=Site(url=PRIMARY, up=True, in_recovery=False),
-                          standby=standby, lag_bytes=lag, synchronous=False)  # fmt: skip
-    asynchronous = incident.startswith("async")
-    return Assessment(failed="database", primary=Site(url=PRIMARY, up=False, error="ConnectionRefusedError"),
+    standby = None if kind.startswith("nostandby") else Site(url=STANDBY, up=True, in_recovery=True)
+    servers = [InferenceSite(provider="self_hosted", url="http://127.0.0.1:8012/v1/models",
+                             up=not kind.startswith(("inference", "both")))]  # fmt: skip
+    if kind.startswith(("nothing", "lagging", "inference")):  # the primary answers: the lag is measured
+        lag = 5 * 1024 * 1024 if kind.startswith("lagging") else 0
+        return Assessment(failed="inference" if kind.startswith("inference") else "nothing",
+                          primary=Site(url=PRIMARY, up=True, in_recovery=False),
+                          standby=standby, lag_bytes=lag, synchronous=False, inference=servers)  # fmt: skip
+    asynchronous = kind.startswith("async")
+    return Assessment(failed="both" if kind.startswith("both") else "database",
+                      primary=Site(url=PRIMARY, up=False, error="ConnectionRefusedError"),
                       standby=standby, lag_bytes=None, synchronous=not asynchronous,
-                      standby_heard_s=12.0 if asynchronous else None)  # fmt: skip
+                      standby_heard_s=12.0 if asynchronous else None, inference=servers)  # fmt: skip
+
+
+@activity.defn(name="dr.reroute")
+async def reroute(req: RerouteRequest) -> Rerouted:
+    seen[req.incident].append("reroute")
+    move = TierMove(tier="standard", provider="self_hosted", fallback="azure_openai", model="gpt-4o-mini",
+                    phi=False)  # fmt: skip
+    return Rerouted(held=req.providers, moves=[move], at=datetime(2026, 12, 6, 12, 0, 5, tzinfo=UTC))
+
+
+@activity.defn(name="dr.await_inference")
+async def await_inference(req: RerouteRequest) -> datetime:
+    seen[req.incident].append("await")
+    if auto.get(req.incident, req.incident).startswith("inferencedead"):
+        raise ApplicationError("activity timed out waiting for the server", non_retryable=True)
+    return datetime(2026, 12, 6, 13, 0, 0, tzinfo=UTC)
+
+
+@activity.defn(name="dr.release")
+async def release(req: RerouteRequest) -> None:
+    seen[req.incident].append("release")
+
+
+@activity.defn(name="dr.watch")
+async def watch(req: WatchRequest) -> Alarm | None:
+    """The monitor `dr-monitor-<scenario>-<hex>` finds its scenario: healthy, or an alarm whose failover
+    (by its incident) finds the same scenario."""
+    scenario = req.workflow_id.removeprefix("dr-monitor-").rsplit("-", 1)[0]
+    if scenario == "healthy":
+        return None
+    failed = "inference" if scenario.startswith("inference") else "database"
+    since = SINCE.replace(microsecond=len(auto))  # incidents of their own (the id keeps whole seconds)
+    since = since.replace(second=len(auto) % 60)
+    auto[f"auto-{failed}-{since:%Y%m%dt%H%M%S}"] = scenario
+    return Alarm(failed=failed, since=since, reason=f"{failed}: every probe failed for 30 s", automatic=True)
 
 
 @activity.defn(name="dr.fence")
@@ -123,8 +174,10 @@ async def rebuild(req: RebuildRequest) -> Rebuilt:
 @pytest.fixture
 async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncIterator[WorkflowEnvironment]:
     async with Worker(
-        time_skipping.client, task_queue=task_queue, workflows=[DRFailoverWorkflow, DRFailbackWorkflow],
-        activities=[assess, fence, promote, switch, verify, record, page, rebuild],
+        time_skipping.client, task_queue=task_queue,
+        workflows=[DRFailoverWorkflow, DRFailbackWorkflow, DRMonitorWorkflow],
+        activities=[assess, fence, promote, switch, verify, record, page, rebuild, reroute, await_inference,
+                    release, watch],
         workflow_runner=sandbox_runner(),
     ):  # fmt: skip
         yield time_skipping
@@ -315,3 +368,84 @@ async def test_a_failback_needs_a_primary_that_answers(env: WorkflowEnvironment,
         id=failback_id(incident), task_queue=task_queue,
     )  # fmt: skip
     assert done.stage == "refused" and "is down" in done.reason and seen[incident] == ["assess"]
+
+
+async def test_a_self_hosted_server_down_is_rerouted_at_once_and_released_when_it_answers(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue, "inference")  # not automatic: rerouting needs no approval
+    done: FailoverStatus = await handle.result()
+    incident = _incident(handle.id)
+    assert done.stage is FailoverStage.INFERENCE_RESTORED and "self_hosted answer again" in done.reason
+    assert seen[incident] == ["assess", "reroute", "record", "await", "release", "record"]  # no fence
+    assert [s for s, _ in done.stages] == ["assessing", "rerouting", "rerouted", "inference-restored"]
+    assert done.rerouted is not None and done.rerouted.restored_at is not None
+    assert done.rerouted.moves[0].fallback == "azure_openai" and not done.rerouted.moves[0].phi
+    r = records[incident]
+    assert (
+        r.rerouted_at == done.rerouted.at and r.first_write_at is None and r.outcome == "inference-restored"
+    )
+    await keep(env, handle, "DRFailoverWorkflow-inference-restored")
+
+
+async def test_a_server_that_never_answers_is_released_to_the_breaker_and_the_failover_ends(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    done: FailoverStatus = await (await start(env, task_queue, "inferencedead")).result()
+    assert done.stage is FailoverStage.REROUTED and "still down after 72 h" in done.reason
+    assert seen[done.incident][-3:] == ["await", "release", "record"]
+    assert done.rerouted is not None and done.rerouted.restored_at is None
+
+
+async def test_both_down_the_database_fails_over_first_then_the_tiers_move_on_the_new_primary(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    done: FailoverStatus = await (await start(env, task_queue, "both", automatic=True)).result()
+    assert done.stage is FailoverStage.FAILED_OVER
+    assert seen[done.incident] == [
+        "assess", "fence:55432/careflow", "promote:55433/careflow", "switch:55433/careflow", "verify",
+        "record", "reroute", "await", "release", "record",
+    ]  # fmt: skip
+    steps = [s for s, _ in records[done.incident].steps]
+    assert steps[-3:] == ["failed-over", "rerouting", "inference-restored"]
+
+
+async def start_monitor(env: WorkflowEnvironment, task_queue: str, scenario: str) -> WorkflowHandle:
+    return await env.client.start_workflow(
+        DRMonitorWorkflow.run, MonitorInput(search_attributes=False),
+        id=f"dr-monitor-{scenario}-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
+    )  # fmt: skip
+
+
+async def test_the_monitor_ends_its_watch_quietly_when_everything_answers(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start_monitor(env, task_queue, "healthy")
+    done: MonitorResult = await handle.result()
+    assert done.outcome == "healthy" and done.alarm is None and done.incident is None
+    await keep(env, handle, "DRMonitorWorkflow-healthy")
+
+
+async def test_the_monitor_starts_the_failover_from_the_first_failed_probe_and_waits_for_it(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start_monitor(env, task_queue, "ok")
+    done: MonitorResult = await handle.result()
+    assert done.outcome == "failed-over" and done.failover_stage == "failed-over"
+    assert done.alarm is not None and done.incident == f"auto-database-{done.alarm.since:%Y%m%dt%H%M%S}"
+    r = records[done.incident]
+    assert r.requested_by == "health-monitor" and r.detected_at == done.alarm.since  # the RTO's start
+    assert seen[done.incident][:2] == ["assess", "fence:55432/careflow"]  # automatic, by its setting
+    await keep(env, handle, "DRMonitorWorkflow-failed-over")
+
+
+async def test_a_refused_failover_quiets_the_monitor_before_it_may_ask_again(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start_monitor(env, task_queue, "nostandby")
+    done: MonitorResult = await handle.result()  # the 30-minute cooldown skipped
+    assert done.outcome == "failover-ended" and done.failover_stage == "refused"
+    assert done.incident is not None and seen[done.incident] == ["assess"]
+    described = await handle.describe()
+    assert described.close_time is not None and described.start_time is not None
+    assert (described.close_time - described.start_time).total_seconds() >= 30 * 60

@@ -90,4 +90,14 @@ def build_providers(settings: Settings, config: GatewayConfig) -> dict[str, Prov
             phi_permitted=config.azure_openai_phi_permitted,
             timeout=config.provider_timeout_s,
         )
+    if config.self_hosted_base_url is not None:
+        from careflow.llm.config import SELF_HOSTED
+        from careflow.llm.providers.openai_compatible import OpenAICompatibleProvider
+
+        providers[SELF_HOSTED] = OpenAICompatibleProvider(
+            config.self_hosted_base_url,
+            name=SELF_HOSTED,
+            phi_permitted=True,
+            timeout=config.provider_timeout_s,
+        )
     return providers

@@ -45,6 +45,7 @@ class OpenAICompatibleProvider:
         self.phi_permitted = phi_permitted
         root = base_url.rstrip("/")
         self.url = f"{root}/chat/completions" if root.endswith("/v1") else f"{root}/v1/chat/completions"
+        self.models_url = self.url.removesuffix("/chat/completions") + "/models"
         headers = {}
         if api_key:
             headers = (
@@ -89,6 +90,14 @@ class OpenAICompatibleProvider:
             ),
             metadata={"response_id": str(body.get("id", "")), "requested_model": model},
         )
+
+    async def answers(self, timeout: float = 3.0) -> bool:
+        """The server answers its model list (vLLM, llama.cpp and OpenAI all serve GET /v1/models)."""
+        try:
+            resp = await self._client.get(self.models_url, timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
 
     async def aclose(self) -> None:
         await self._client.aclose()
