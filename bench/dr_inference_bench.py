@@ -181,6 +181,7 @@ async def main() -> None:
             )
             os.kill(server.pid, signal.SIGKILL)
             killed.append(time.monotonic())
+            before = dict(tally.answered)
             opened_s = None
             while opened_s is None and time.monotonic() - killed[0] < BREAKER_WINDOW_S:
                 if str(await gw.breaker.state(SELF_HOSTED)) == "open":
@@ -197,7 +198,7 @@ async def main() -> None:
                     held_s = time.monotonic() - killed[0]
                 await asyncio.sleep(0.05)
             await asyncio.sleep(max(0.0, args.seconds - (time.monotonic() - killed[0])))
-            down = dict(tally.answered)
+            down = {p: n - before.get(p, 0) for p, n in tally.answered.items() if n > before.get(p, 0)}
             server = await serve_llm(port)
             back = time.monotonic()
             done = await failover.result()

@@ -112,15 +112,15 @@ async def return_to_site(client: Client, wid: str, a: Approval, audit_pool: asyn
 
 
 def monitor_schedules(task_queue: str = task_queues.MAIN) -> dict[str, Schedule]:
-    """The health monitor, always one run: each watches an hour, and the start due meanwhile is kept
-    (BUFFER_ONE) so the next begins as the last ends."""
+    """The health monitor, always one run: the first within a minute of `dev up`, each watching an
+    hour, and the start due meanwhile kept (BUFFER_ONE) so the next begins as the last ends."""
     return {
         MONITOR_SCHEDULE_ID: Schedule(
             action=ScheduleActionStartWorkflow(
                 DRMonitorWorkflow.run, MonitorInput(), id=MONITOR_ID, task_queue=task_queue,
                 typed_search_attributes=sa.at_start(PIPELINE, "watching", "default"),
             ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=10))]),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
             state=ScheduleState(note="careflow health monitor: a failing primary or inference server"),
         )
