@@ -26,8 +26,10 @@ from careflow.audit.trail import PostgresAuditTrail
 from careflow.config import Settings
 from careflow.db import endpoint, replication
 from careflow.dr import backup, health, inference, sites
-from careflow.dr.objectives import OBJECTIVES
+from careflow.dr.objectives import GOLDEN_TOLERANCE, OBJECTIVES
 from careflow.idempotency import step_key
+from careflow.kb.embed import Embedder, get_embedder
+from careflow.kb.evaluation import evaluate_retrieval, load_golden
 from careflow.llm.gateway import Gateway
 from careflow.models.audit import AuditAction, AuditEvent, AuditEventType, AuditOutcome
 from careflow.models.dr import (
@@ -58,8 +60,9 @@ class DrActivities:
         pool: asyncpg.Pool,
         notifier: Notifier,
         gateway: Callable[[], Gateway] | None = None,  # the worker's own; None: one from the settings
+        embedder: Callable[[], Embedder] = get_embedder,
     ) -> None:
-        self._settings, self._pool, self._notifier = settings, pool, notifier
+        self._settings, self._pool, self._notifier, self._embedder = settings, pool, notifier, embedder
         self._make_gateway = gateway or (lambda: Gateway.from_settings(pool, settings))
         self._gateway: Gateway | None = None
 
@@ -184,10 +187,29 @@ class DrActivities:
                 ok=False, first_write_at=None, audit_ok=False, audit_rows=0, reason="still read-only"
             )
         chain = await trail.verify(self._pool)
-        reason = "" if chain.ok else f"audit chain broken at row {chain.first_broken_id}: {chain.reason}"
+        problems = [] if chain.ok else [f"audit chain broken at row {chain.first_broken_id}: {chain.reason}"]
+        questions, recall, baseline = await self._golden()
+        if recall is not None and baseline is not None and recall < baseline - GOLDEN_TOLERANCE:
+            problems.append(
+                f"golden RAG questions: recall@k {recall:.3f} on the new primary, {baseline:.3f} before"
+            )
         return Verified(
-            ok=chain.ok, first_write_at=first, audit_ok=chain.ok, audit_rows=chain.rows_checked, reason=reason
+            ok=not problems, first_write_at=first, audit_ok=chain.ok, audit_rows=chain.rows_checked,
+            reason="; ".join(problems), golden_questions=questions, golden_recall=recall,
+            golden_baseline=baseline,
+        )  # fmt: skip
+
+    async def _golden(self) -> tuple[int, float | None, float | None]:
+        """The golden RAG questions retrieved on the new primary, and the live recall the newest drill
+        measured (the baseline); nothing when there is no knowledge base."""
+        if not await self._pool.fetchval("SELECT EXISTS (SELECT 1 FROM kb_chunks)"):
+            return 0, None, None
+        found = await evaluate_retrieval(self._pool, load_golden(), embedder=self._embedder())
+        baseline = await self._pool.fetchval(
+            """SELECT (checks->>'live_recall')::float FROM dr_drills
+                WHERE checks->>'live_recall' IS NOT NULL ORDER BY started_at DESC LIMIT 1"""
         )
+        return found.questions, round(found.recall_at_k, 4), baseline
 
     @activity.defn(name="dr.record")
     async def record(self, req: RecordRequest) -> list[FeatureRecovery]:

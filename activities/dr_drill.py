@@ -27,7 +27,7 @@ from careflow.config import Settings
 from careflow.db.embedded import WHEEL_INSTALL, EmbeddedPostgres, EmbeddedPostgresError
 from careflow.db.pool import create_pool
 from careflow.dr import catalog, restore
-from careflow.dr.objectives import OBJECTIVES
+from careflow.dr.objectives import GOLDEN_TOLERANCE, OBJECTIVES
 from careflow.dr.store import BackupStore, open_store
 from careflow.idempotency import step_key
 from careflow.kb.embed import Embedder
@@ -45,7 +45,6 @@ from careflow.notify.notifier import Notifier
 from careflow.security.logging import get_logger
 
 log = get_logger("careflow.dr.drill")
-GOLDEN_TOLERANCE = 0.05  # recall@k the restored copy may lose against the live primary
 ARCHIVED_WITHIN_S = 60.0
 
 

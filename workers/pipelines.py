@@ -141,7 +141,11 @@ def _dr_activities(c: ProcessClients) -> list[Callable[..., Any]]:
 
 
 def _dr_schedules() -> dict[str, Schedule]:
-    return {**backup_client.schedules(), **drill_client.schedules(), **dr_client.monitor_schedules()}
+    return {
+        **backup_client.schedules(),
+        **drill_client.schedules(),
+        **dr_client.monitor_schedules(task_queues()),
+    }
 
 
 def _kb_activities(c: ProcessClients) -> list[Callable[..., Any]]:

@@ -63,6 +63,7 @@ class DRFailbackWorkflow:
                 FailoverInput(
                     incident=back, requested_by=s.returned_by or inp.requested_by, reason="failback",
                     planned=True, automatic=True, search_attributes=inp.search_attributes,
+                    canary_queues=inp.canary_queues,
                 ),
                 id=workflow_id(back),
             )  # fmt: skip

@@ -6,8 +6,9 @@ when it answers again. For the database: refuse a standby that cannot take over:
 the RPO guard, or asynchronous with the primary gone (its last commits unknowable), unless forced; wait
 for an operator's `approve_failover` when not automatic (paging the next on-call tier on a timer) and
 assess again after it; then fence the old primary, promote the standby, move every process to it, verify
-a write and the audit chain there, and record the measured RTO and RPO per feature.  A failure after
-the fence ends in `failover-failed` with operations paged.
+a write, the audit chain and the golden RAG questions there, run the platform canary on every careflow
+queue (a child), and record the measured RTO and RPO per feature.  A failure after the fence ends in
+`failover-failed` with operations paged.
 
 Split brain is the outcome to avoid above all: the old primary is fenced before the standby is
 promoted, and a fenced cluster refuses to start.  Every step's time is kept here and written to the
@@ -19,7 +20,7 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.dr import DrActivities
@@ -33,10 +34,16 @@ with workflow.unsafe.imports_passed_through():
         RecordRequest,
         RerouteRequest,
         StepRequest,
+        Verified,
+        workflow_id,
     )
     from careflow.models.dr import FailoverStage as Stage
+    from careflow.models.platform import CanaryInput
     from workflows import retry_rules
     from workflows import search_attributes as sa
+    from workflows.platform_canary import PlatformCanaryWorkflow
+
+CANARY_PATCH = "dr-canary-after-verify"  # histories recorded before the canary step skip it
 
 
 @workflow.defn(name="DRFailoverWorkflow")
@@ -101,6 +108,8 @@ class DRFailoverWorkflow:
             await retry_rules.execute(retry_rules.DR_ACT, DrActivities.switch, to)
             self._stage(Stage.VERIFYING)
             s.verified = await retry_rules.execute(retry_rules.DR_VERIFY, DrActivities.verify, to)
+            if workflow.patched(CANARY_PATCH) and s.verified.ok:
+                s.verified = await self._canary(inp, s.verified)
         except ActivityError as err:
             step = s.stage.value
             self._end(Stage.FAILOVER_FAILED, f"the old primary is fenced, {step} failed: "
@@ -117,6 +126,25 @@ class DRFailoverWorkflow:
             if s.verified.ok
             else f"promoted, but not verified: {s.verified.reason}"
         )
+
+    async def _canary(self, inp: FailoverInput, verified: Verified) -> Verified:
+        """The platform canary (a child): every named queue's workers write through the new primary."""
+        queues = inp.canary_queues or []
+        try:
+            out = await workflow.execute_child_workflow(
+                PlatformCanaryWorkflow.run, CanaryInput(task_queues=queues, probe_timeout_seconds=30),
+                id=f"{workflow_id(inp.incident)}-canary", execution_timeout=timedelta(minutes=3),
+            )  # fmt: skip
+            unreachable = dict(out.unreachable)
+            unreachable.update({p.task_queue: p.error or "database or codec failed" for p in out.probes
+                                if not (p.database_ok and p.codec_ok)})  # fmt: skip
+        except ChildWorkflowError as err:
+            unreachable = {"canary": str(err.cause or err)}
+        update: dict[str, object] = {"canary_healthy": not unreachable, "canary_unreachable": unreachable}
+        if unreachable:
+            why = "; ".join(f"{q}: {e}" for q, e in sorted(unreachable.items()))
+            update.update(ok=False, reason=f"platform canary: {why}")
+        return verified.model_copy(update=update)
 
     async def _record(self, inp: FailoverInput, detected: datetime, outcome: Stage) -> list[FeatureRecovery]:
         s, a = self._s, self._s.assessment

@@ -49,6 +49,7 @@ class DRMonitorWorkflow:
             FailoverInput(
                 incident=r.incident, requested_by=REQUESTED_BY, reason=alarm.reason, detected_at=alarm.since,
                 automatic=alarm.automatic, search_attributes=inp.search_attributes,
+                canary_queues=inp.canary_queues,
             ),
             id=workflow_id(r.incident), parent_close_policy=ParentClosePolicy.ABANDON,
         )  # fmt: skip

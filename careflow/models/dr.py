@@ -71,6 +71,10 @@ class FailoverInput(BaseModel):
     inference_wait_hours: float = Field(72, gt=0)
     approval_hours: float = Field(1, gt=0)  # no approval by then: not-approved
     search_attributes: bool = True
+    # After the switch the platform canary probes these queues: each one's workers must reach the new
+    # primary.  Empty: only the queue the failover runs on; None: starters/clients/dr.py fills in every
+    # careflow queue (the CLI, the demo, the bench; the monitor's Schedule names them itself).
+    canary_queues: list[str] | None = None
 
 
 class Site(BaseModel):
@@ -149,6 +153,14 @@ class Verified(BaseModel):
     audit_ok: bool
     audit_rows: int
     reason: str = ""
+    # The golden RAG questions on the new primary against the live recall the last drill measured
+    # (None: no knowledge base; no baseline: recorded, not judged).
+    golden_questions: int = 0
+    golden_recall: float | None = None
+    golden_baseline: float | None = None
+    # The platform canary after the switch (None: not run, a failover recorded before it existed).
+    canary_healthy: bool | None = None
+    canary_unreachable: dict[str, str] = Field(default_factory=dict)
 
 
 class FeatureRecovery(BaseModel):

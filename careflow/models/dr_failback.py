@@ -25,6 +25,7 @@ class FailbackInput(BaseModel):
     return_now: bool = False  # switch back as soon as the standby streams, without waiting to be told
     wait_hours: float = Field(72, gt=0)  # no `return_to_site` by then: the standby stays, roles unchanged
     search_attributes: bool = True
+    canary_queues: list[str] | None = None  # the switchover back's canary (FailoverInput's)
 
 
 class RebuildRequest(BaseModel):

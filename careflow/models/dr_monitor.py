@@ -25,6 +25,7 @@ class MonitorInput(BaseModel):
     failover_after_s: float | None = Field(None, gt=0)
     probe_every_s: float | None = Field(None, gt=0)
     search_attributes: bool = True
+    canary_queues: list[str] | None = None  # the failover's canary (careflow/models/dr.py FailoverInput)
 
 
 class WatchRequest(BaseModel):

@@ -30,7 +30,7 @@ from starters.clients import dr_drill as drills_of
 from starters.clients.updates import ReviewRefused
 
 dr_app = typer.Typer(
-    name="dr", help="Disaster recovery: backups, and failing the database over to its standby."
+    name="dr", help="Disaster recovery: backups, drills, and failing the database or inference over."
 )
 console = make_console()
 
@@ -43,6 +43,15 @@ def describe(st: FailoverStatus) -> str:
         if a.standby is not None:
             lag = f", {a.lag_bytes} bytes behind" if a.lag_bytes is not None else ""
             lines.append(f"standby {a.standby.url}: {'up' if a.standby.up else 'DOWN'}{lag}")
+        for server in a.inference:
+            lines.append(f"inference {server.provider} {server.url}: {'up' if server.up else 'DOWN'}")
+    if st.rerouted is not None:
+        for m in st.rerouted.moves:
+            to = f"{m.fallback} ({m.model})" if m.fallback else "no fallback: waits"
+            phi = "PHI too" if m.phi else "PHI waits for the server"
+            lines.append(f"  tier {m.tier}: {m.provider} -> {to}; {phi}")
+        if st.rerouted.restored_at is not None:
+            lines.append(f"  inference back {st.rerouted.restored_at}: breakers released")
     if st.approved_by:
         lines.append(f"approved by {st.approved_by}")
     if st.escalated:
@@ -51,6 +60,18 @@ def describe(st: FailoverStatus) -> str:
         v = st.verified
         chain = "ok" if v.audit_ok else "BROKEN"
         lines.append(f"verified: first write {v.first_write_at}, audit chain {chain} ({v.audit_rows} rows)")
+        if v.golden_recall is not None:
+            base = (
+                f" (baseline {v.golden_baseline:.3f})"
+                if v.golden_baseline is not None
+                else " (no baseline yet)"
+            )
+            lines.append(
+                f"  golden RAG questions: {v.golden_questions}, recall@k {v.golden_recall:.3f}{base}"
+            )
+        if v.canary_healthy is not None:
+            sick = "; ".join(f"{q}: {e}" for q, e in v.canary_unreachable.items())
+            lines.append(f"  platform canary: {'healthy' if v.canary_healthy else 'FAILED ' + sick}")
     for r in st.recovery:
         verdict = "met" if r.met else "MISSED"
         lines.append(

@@ -29,10 +29,20 @@ from workflows.dr_failover import DRFailoverWorkflow
 from workflows.dr_monitor import DRMonitorWorkflow
 
 
+def careflow_queues() -> list[str]:
+    """Every queue careflow's workers poll: the platform canary after a failover probes each."""
+    from workers import pipelines  # not at import: the pipelines' declarations import this module
+
+    return pipelines.task_queues()
+
+
 async def start(client: Client, inp: FailoverInput, task_queue: str = task_queues.MAIN) -> Started:
     """One failover per incident: a second request while it runs attaches to it; one after it ended
-    (refused, say, and now forced) starts a new run under the same id."""
+    (refused, say, and now forced) starts a new run under the same id.  Unless the input names them, the
+    canary after the switch probes every careflow queue."""
     wid = workflow_id(inp.incident)
+    if inp.canary_queues is None:
+        inp = inp.model_copy(update={"canary_queues": careflow_queues()})
     started = await start_keyed(
         client, DRFailoverWorkflow.run, inp, id=wid, task_queue=task_queue, again_after_close=True,
         search_attributes=sa.at_start(PIPELINE, FailoverStage.ASSESSING.value, "default")
@@ -79,6 +89,8 @@ async def approve(client: Client, wid: str, a: Approval, audit_pool: asyncpg.Poo
 async def start_failback(client: Client, inp: FailbackInput, task_queue: str = task_queues.MAIN) -> Started:
     """One failback per incident (a request while it runs attaches)."""
     wid = failback_id(inp.incident)
+    if inp.canary_queues is None:
+        inp = inp.model_copy(update={"canary_queues": careflow_queues()})
     started = await start_keyed(
         client, DRFailbackWorkflow.run, inp, id=wid, task_queue=task_queue, again_after_close=True,
         search_attributes=sa.at_start(PIPELINE, "assessing", "default") if inp.search_attributes else None,
@@ -111,13 +123,14 @@ async def return_to_site(client: Client, wid: str, a: Approval, audit_pool: asyn
     return done
 
 
-def monitor_schedules(task_queue: str = task_queues.MAIN) -> dict[str, Schedule]:
+def monitor_schedules(canary_queues: list[str], task_queue: str = task_queues.MAIN) -> dict[str, Schedule]:
     """The health monitor, always one run: the first within a minute of `dev up`, each watching an
     hour, and the start due meanwhile kept (BUFFER_ONE) so the next begins as the last ends."""
     return {
         MONITOR_SCHEDULE_ID: Schedule(
             action=ScheduleActionStartWorkflow(
-                DRMonitorWorkflow.run, MonitorInput(), id=MONITOR_ID, task_queue=task_queue,
+                DRMonitorWorkflow.run, MonitorInput(canary_queues=canary_queues), id=MONITOR_ID,
+                task_queue=task_queue,
                 typed_search_attributes=sa.at_start(PIPELINE, "watching", "default"),
             ),
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),

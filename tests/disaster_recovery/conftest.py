@@ -1,6 +1,6 @@
 """The DR tests' sites: a single archiving Postgres for backups and drills (`site`), and a primary with
-its synchronous standby under a stack home of the test's own, a worker running the failover and
-failback workflows with their real activities (`pair`)."""
+its synchronous standby under a stack home of the test's own, a worker running the failover, failback
+and monitor workflows and the platform canary with their real activities (`pair`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.dr import DrActivities
+from activities.platform import PlatformActivities
 from careflow.config import Settings
 from careflow.db import replication
 from careflow.db.embedded import EmbeddedPostgres
@@ -27,6 +28,8 @@ from tests.support.dr_site import Site, dr_site
 from workers.registry import sandbox_runner
 from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
+from workflows.dr_monitor import DRMonitorWorkflow
+from workflows.platform_canary import PlatformCanaryWorkflow
 
 
 @pytest_asyncio.fixture
@@ -61,9 +64,11 @@ async def pair(client: Client, task_queue: str, tmp_path: Path) -> AsyncIterator
         await replication.make_standby(primary, standby, synchronous=True)
         pool = await create_pool(settings)
         acts = DrActivities(settings, pool, Notifier(pool, None))
+        probe = PlatformActivities(pool, client.data_converter.payload_codec, "dr-pair").probe
         async with Worker(
-            client, task_queue=task_queue, workflows=[DRFailoverWorkflow, DRFailbackWorkflow],
-            activities=acts.all(), workflow_runner=sandbox_runner(),
+            client, task_queue=task_queue,
+            workflows=[DRFailoverWorkflow, DRFailbackWorkflow, DRMonitorWorkflow, PlatformCanaryWorkflow],
+            activities=[*acts.all(), probe], workflow_runner=sandbox_runner(),
         ):  # fmt: skip
             yield Pair(settings, primary, standby, pool, task_queue)
     finally:

@@ -48,7 +48,8 @@ async def test_the_old_site_is_rebuilt_as_a_standby_then_takes_the_primary_role_
     incident = f"fb-{uuid.uuid4().hex[:8]}"
     failover = await client_of.start(
         client, FailoverInput(incident=incident, requested_by="dr-ops", reason="primary killed",
-                              detected_at=datetime.now(UTC), automatic=True, search_attributes=False),
+                              detected_at=datetime.now(UTC), automatic=True, search_attributes=False,
+                              canary_queues=[pair.task_queue]),
         task_queue=pair.task_queue,
     )  # fmt: skip
     assert (await client_of.result(client, failover.workflow_id)).stage is FailoverStage.FAILED_OVER
@@ -59,7 +60,8 @@ async def test_the_old_site_is_rebuilt_as_a_standby_then_takes_the_primary_role_
     assert unshipped
     started = await client_of.start_failback(
         client,
-        FailbackInput(incident=incident, requested_by="dr-ops", synchronous=True, search_attributes=False),
+        FailbackInput(incident=incident, requested_by="dr-ops", synchronous=True, search_attributes=False,
+                      canary_queues=[pair.task_queue]),
         task_queue=pair.task_queue,
     )  # fmt: skip
     wid = started.workflow_id

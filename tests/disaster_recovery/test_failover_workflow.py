@@ -42,12 +42,14 @@ from careflow.models.dr import (
 )
 from careflow.models.dr_failback import FailbackInput, FailbackStatus, RebuildRequest, Rebuilt, failback_id
 from careflow.models.dr_monitor import Alarm, MonitorInput, MonitorResult, WatchRequest
+from careflow.models.platform import ProbeInput, ProbeResult
 from starters.clients.history import export_history
 from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
 from workflows.dr_monitor import DRMonitorWorkflow
+from workflows.platform_canary import PlatformCanaryWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 RECORD = os.environ.get("CAREFLOW_RECORD_HISTORIES") == "1"
@@ -105,6 +107,14 @@ async def await_inference(req: RerouteRequest) -> datetime:
 @activity.defn(name="dr.release")
 async def release(req: RerouteRequest) -> None:
     seen[req.incident].append("release")
+
+
+@activity.defn(name="platform.probe")
+async def probe(inp: ProbeInput) -> ProbeResult:
+    """The canary's probe: the worker of a "sickqueue" incident cannot reach the new primary."""
+    sick = "sickqueue" in inp.probe_key
+    return ProbeResult(task_queue=inp.task_queue, worker_identity="w", database_ok=not sick, codec_ok=True,
+                       error="database: ConnectionRefusedError" if sick else None)  # fmt: skip
 
 
 @activity.defn(name="dr.watch")
@@ -175,9 +185,9 @@ async def rebuild(req: RebuildRequest) -> Rebuilt:
 async def env(time_skipping: WorkflowEnvironment, task_queue: str) -> AsyncIterator[WorkflowEnvironment]:
     async with Worker(
         time_skipping.client, task_queue=task_queue,
-        workflows=[DRFailoverWorkflow, DRFailbackWorkflow, DRMonitorWorkflow],
+        workflows=[DRFailoverWorkflow, DRFailbackWorkflow, DRMonitorWorkflow, PlatformCanaryWorkflow],
         activities=[assess, fence, promote, switch, verify, record, page, rebuild, reroute, await_inference,
-                    release, watch],
+                    release, watch, probe],
         workflow_runner=sandbox_runner(),
     ):  # fmt: skip
         yield time_skipping
@@ -291,6 +301,24 @@ async def test_an_asynchronous_standby_with_the_primary_gone_needs_the_loss_acce
     assert forced.stage is FailoverStage.FAILED_OVER
 
 
+async def test_a_queue_whose_workers_cannot_reach_the_new_primary_fails_the_verification_by_name(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(env, task_queue, "sickqueue", automatic=True)
+    done: FailoverStatus = await handle.result()
+    assert done.stage is FailoverStage.VERIFY_FAILED and done.verified is not None
+    assert not done.verified.canary_healthy and done.verified.canary_unreachable == {
+        task_queue: "database: ConnectionRefusedError"
+    }
+    assert (
+        done.reason
+        == f"promoted, but not verified: platform canary: {task_queue}: database: ConnectionRefusedError"
+    )
+    ok: FailoverStatus = await (await start(env, task_queue, "ok", automatic=True)).result()
+    assert ok.verified is not None and ok.verified.canary_healthy and ok.verified.canary_unreachable == {}
+    await keep(env, handle, "DRFailoverWorkflow-canary-failed")
+
+
 async def test_a_promotion_that_fails_after_the_fence_is_a_named_outcome_and_pages_operations(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
@@ -323,7 +351,7 @@ async def test_a_second_request_for_the_same_incident_attaches_and_an_early_appr
 
     inp = FailoverInput(
         incident=f"slow-{uuid.uuid4().hex[:8]}", requested_by="dr-ops", reason="primary down",
-        search_attributes=False,
+        search_attributes=False, canary_queues=[],  # the canary on this queue only
     )  # fmt: skip
     first = await client_of.start(env.client, inp, task_queue=task_queue)
     second = await client_of.start(env.client, inp, task_queue=task_queue)

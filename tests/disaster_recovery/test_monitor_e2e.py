@@ -24,6 +24,7 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.dr import DrActivities
+from activities.platform import PlatformActivities
 from careflow.config import Settings
 from careflow.idempotency import step_key
 from careflow.llm import local_server
@@ -39,12 +40,14 @@ from careflow.models.dr import FailoverStage, FailoverStatus, StepRequest, workf
 from careflow.models.dr_monitor import MonitorInput, MonitorResult
 from careflow.net import free_port
 from careflow.notify.notifier import Notifier
+from starters.clients import dr as client_of
 from tests.disaster_recovery.conftest import Pair
 from tests.support.serving import serve
 from tests.support.wait import wait_until
 from workers.registry import sandbox_runner
 from workflows.dr_failover import DRFailoverWorkflow
 from workflows.dr_monitor import DRMonitorWorkflow
+from workflows.platform_canary import PlatformCanaryWorkflow
 
 pytestmark = pytest.mark.stack  # starts servers of its own
 
@@ -188,9 +191,10 @@ async def test_the_monitor_fails_a_killed_primary_over_on_its_own(client: Client
     settings = pair.settings.model_copy(update={"dr_auto_failover": True, **FAST})
     queue = f"{pair.task_queue}-monitor"
     acts = DrActivities(settings, pair.pool, Notifier(pair.pool, None))
+    probe = PlatformActivities(pair.pool, client.data_converter.payload_codec, "dr-monitor").probe
     async with Worker(
-        client, task_queue=queue, workflows=[DRMonitorWorkflow, DRFailoverWorkflow], activities=acts.all(),
-        workflow_runner=sandbox_runner(),
+        client, task_queue=queue, workflows=[DRMonitorWorkflow, DRFailoverWorkflow, PlatformCanaryWorkflow],
+        activities=[*acts.all(), probe], workflow_runner=sandbox_runner(),
     ):  # fmt: skip
         monitor = await client.start_workflow(
             DRMonitorWorkflow.run, MonitorInput(watch_minutes=2, search_attributes=False),
@@ -211,6 +215,8 @@ async def test_the_monitor_fails_a_killed_primary_over_on_its_own(client: Client
     assert row is not None and row["requested_by"] == "health-monitor" and row["outcome"] == "failed-over"
     assert row["detected_at"] == found.alarm.since  # the RTO runs from the first failed probe
     assert await pair.pool.fetchval("SELECT current_setting('port')::int") == settings.standby_port
+    done = await client_of.result(client, workflow_id(found.incident))
+    assert done.verified is not None and done.verified.canary_healthy  # its own queue's worker moved too
     print(f"\nmeasured: kill to failed-over by the monitor, first write {row['first_write_at'] - killed}")
 
 
