@@ -222,9 +222,8 @@ class BackupActivities:
         drop = set(backup.removable_wal([backup.wal_of_key(r.key) for r in stored], oldest))
         gone = self._delete(store, [r for r in stored if backup.wal_of_key(r.key) in drop], out)
         await catalog.forget(self._pool, gone)
-        archive, shipped = self._archive(), {backup.wal_of_key(r.key) for r in stored}
-        for path in backup.archived(archive):
-            if path.name in shipped and path.name in set(backup.removable_wal([path.name], oldest)):
+        for path in backup.archived(self._archive()):
+            if path.name in drop:  # removable, and shipped: in the store
                 path.unlink(missing_ok=True)
                 out.wal_local += 1
         log.info("backup retention", kept=len(kept), expired=len(out.backups), objects=out.objects)

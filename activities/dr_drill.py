@@ -124,7 +124,7 @@ class DrillActivities:
     ) -> None:  # fmt: skip
         store = self._store
         try:
-            manifest = restore.choose(restore.manifests(store), plan.backup_id, None)
+            manifest = restore.manifest(store, plan.backup_id)
         except restore.NoBackup as exc:
             raise _refuse("NoBackup", f"{exc} (it left the store after the drill chose it)") from exc
         fetched = scratch / "fetched"
@@ -167,12 +167,9 @@ class DrillActivities:
             elif checks.restored_to is not None:  # up to the point asked for, else up to the drill's start
                 until = plan.at or plan.marker_at
                 checks.data_age_s = round(max((until - checks.restored_to).total_seconds(), 0.0), 3)
-            tables = {
-                r["tablename"]
-                for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            }
+            now = await catalog.row_counts(conn)
             for table, at_backup in sorted(plan.counts.items()):
-                restored = await conn.fetchval(f'SELECT count(*) FROM "{table}"') if table in tables else 0  # noqa: S608 - a name from pg_tables
+                restored = now.get(table, 0)
                 checks.counts.append(TableCount(table=table, at_backup=at_backup, restored=restored))
                 shrank = table == "audit_events" and plan.at is None and restored < at_backup  # append-only
                 if at_backup and (not restored or shrank):
@@ -183,7 +180,7 @@ class DrillActivities:
             checks.audit_ok, checks.audit_rows = chain.ok, chain.rows_checked
             if not chain.ok:
                 checks.failures.append(f"audit chain broken at row {chain.first_broken_id}: {chain.reason}")
-            chunks = await conn.fetchval("SELECT count(*) FROM kb_chunks") if "kb_chunks" in tables else 0
+            chunks = now.get("kb_chunks", 0)
         finally:
             await conn.close()
         if chunks:

@@ -155,7 +155,6 @@ async def main() -> None:
     client = await connect(settings)
     queue = f"dr-inference-bench-{uuid.uuid4().hex[:6]}"
     tally, stop, killed = Tally(), asyncio.Event(), list[float]()
-    ok = False
     try:
         async with Worker(
             client,

@@ -78,7 +78,8 @@ class DRFailoverWorkflow:
             )
             s.recovery = await self._record(inp, detected, Stage.REROUTED)
         if s.rerouted is not None and s.rerouted.held:
-            await self._restore_inference(inp, servers.model_copy(update={"providers": s.rerouted.held}))
+            held = servers.model_copy(update={"providers": s.rerouted.held})
+            await self._restore_inference(inp, held, detected)
         return s
 
     async def _database(self, inp: FailoverInput, a: Assessment, detected: datetime) -> None:
@@ -161,7 +162,9 @@ class DRFailoverWorkflow:
             ),
         )  # fmt: skip
 
-    async def _restore_inference(self, inp: FailoverInput, servers: RerouteRequest) -> None:
+    async def _restore_inference(
+        self, inp: FailoverInput, servers: RerouteRequest, detected: datetime
+    ) -> None:
         """Wait for the rerouted servers to answer again, then release their breakers (released too when
         they never answer: the gateway's own breaker then keeps their tiers on the fallback)."""
         s = self._s
@@ -189,7 +192,7 @@ class DRFailoverWorkflow:
                 (Stage.INFERENCE_RESTORED.value if back else "inference-released", workflow.now())
             )
         if inference_only or s.stage in (Stage.FAILED_OVER, Stage.VERIFY_FAILED):  # a database to write
-            await self._record(inp, inp.detected_at or s.stages[0][1], s.stage)
+            await self._record(inp, detected, s.stage)
 
     async def _approved(self, inp: FailoverInput, page: StepRequest) -> bool:
         """An operator's approval; the next on-call tier is paged when it is slow to come."""

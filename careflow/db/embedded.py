@@ -59,6 +59,11 @@ class EmbeddedPostgresError(Exception):
     pass
 
 
+def _chown_tree(root: Path, entry: pwd.struct_passwd) -> None:
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+
 def _as_root() -> bool:
     return os.geteuid() == 0
 
@@ -136,8 +141,7 @@ class EmbeddedPostgres:
         os.lchown(self.wal_archive_dir, entry.pw_uid, entry.pw_gid)
         # A system user deleted and created again (another uid) must still own its cluster.
         if cluster.stat().st_uid != entry.pw_uid or self.data_dir.stat().st_uid != entry.pw_uid:
-            for path in [cluster, *cluster.rglob("*")]:
-                os.lchown(path, entry.pw_uid, entry.pw_gid)
+            _chown_tree(cluster, entry)
         cluster.chmod(0o700)
         self.data_dir.chmod(0o700)
 
@@ -149,9 +153,7 @@ class EmbeddedPostgres:
     def take_ownership(self) -> None:
         """Files written into the cluster by this process (a restore) belong to the server's user."""
         if _as_root():
-            entry = pwd.getpwnam(self.system_user)
-            for path in [self.cluster_dir, *self.cluster_dir.rglob("*")]:
-                os.lchown(path, entry.pw_uid, entry.pw_gid)
+            _chown_tree(self.cluster_dir, pwd.getpwnam(self.system_user))
 
     def log_tail(self, chars: int = 800) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

@@ -28,7 +28,6 @@ from careflow.db.embedded import WHEEL_INSTALL
 from careflow.dr.store import FULL_ERRNOS, StoreFull
 
 PG_BASEBACKUP = WHEEL_INSTALL / "bin" / "pg_basebackup"
-SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 WAL_FILE = re.compile(r"^[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
 _POINT = re.compile(r"write-ahead log (start|end) point: ([0-9A-F]+/[0-9A-F]+)(?: on timeline (\d+))?")
 SEGMENT_BYTES = 16 * 1024 * 1024

@@ -24,10 +24,11 @@ async def begin(pool: asyncpg.Pool, ref: BackupRef, store: str) -> None:
 async def add(pool: asyncpg.Pool, backup_id: str, kind: str, obj: StoredObject) -> StoredRef:
     """The object stored for this backup; a retried step's earlier version of the same key (other bytes:
     a new base backup, another tar header) leaves the catalog, the store having replaced it."""
-    await pool.execute(
-        "DELETE FROM dr_backup_objects WHERE backup_id = $1 AND key = $2 AND version <> $3 AND kind <> 'wal'",
-        backup_id, obj.key, obj.version,
-    )  # fmt: skip
+    if kind != "wal":  # a WAL segment's bytes never change: no earlier version to drop
+        await pool.execute(
+            "DELETE FROM dr_backup_objects WHERE backup_id = $1 AND key = $2 AND version <> $3",
+            backup_id, obj.key, obj.version,
+        )  # fmt: skip
     await pool.execute(
         """INSERT INTO dr_backup_objects (key, version, backup_id, kind, sha256, bytes)
            VALUES ($1, $2, $3, $4, $5, $6)
@@ -102,11 +103,14 @@ async def expire(pool: asyncpg.Pool, backup_ids: list[str]) -> None:
     )
 
 
-async def row_counts(pool: asyncpg.Pool) -> dict[str, int]:
-    """Rows in each of careflow's tables (a restore is checked against them)."""
-    tables = [r["tablename"] for r in await pool.fetch(
+async def row_counts(db: asyncpg.Pool | asyncpg.Connection) -> dict[str, int]:
+    """Rows in each of careflow's tables, on one connection (a restore is checked against them)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await row_counts(conn)
+    tables = [r["tablename"] for r in await db.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]  # fmt: skip
-    return {t: int(await pool.fetchval(f'SELECT count(*) FROM "{t}"')) for t in tables}  # noqa: S608 - pg_tables names
+    return {t: int(await db.fetchval(f'SELECT count(*) FROM "{t}"')) for t in tables}  # noqa: S608 - pg_tables names
 
 
 async def recent(pool: asyncpg.Pool, limit: int = 20) -> list[asyncpg.Record]:

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from careflow.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from careflow.dr.backup import wal_of_key
+from careflow.dr.backup import removable_wal, wal_of_key
 from careflow.dr.store import BackupStore, sha256_file
 from careflow.security.logging import get_logger
 
@@ -72,6 +72,16 @@ def manifests(store: BackupStore) -> list[Manifest]:
     return sorted(found, key=lambda m: m.data_as_of, reverse=True)
 
 
+def manifest(store: BackupStore, backup_id: str) -> Manifest:
+    """One full backup's manifest (NoBackup: it is not in the store)."""
+    with tempfile.TemporaryDirectory(prefix="careflow-manifest-") as tmp:
+        try:
+            store.get(f"full/{backup_id}/{MANIFEST}", "", Path(tmp) / MANIFEST)
+        except FileNotFoundError:
+            raise NoBackup(f"no backup {backup_id} in the store") from None
+        return Manifest.parse((Path(tmp) / MANIFEST).read_bytes())
+
+
 def choose(found: Sequence[Manifest], backup_id: str | None, at: datetime | None) -> Manifest:
     """The backup asked for, or the newest whose data is older than the point to restore to."""
     for m in found:
@@ -113,9 +123,11 @@ def fetch_wal(
     CRC-32 always."""
     dest.mkdir(parents=True, exist_ok=True)
     names = []
-    for key in store.keys("wal/"):
+    keys = list(store.keys("wal/"))
+    before = set(removable_wal([wal_of_key(k) for k in keys], start_wal))  # older than the backup needs
+    for key in keys:
         name = wal_of_key(key)
-        if not name.endswith(".history") and name[8:24] < start_wal[8:]:
+        if name in before:
             continue
         packed = dest / f"{name}.gz"
         try:

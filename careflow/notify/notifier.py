@@ -70,24 +70,10 @@ class Notifier:
         if self._url is None:
             await self._mark(dedup_key, "delivered", None)
             return NotificationResult(dedup_key, delivered=False, duplicate=False)
-        try:
-            resp = await self._http.post(
-                self._url,
-                content=row["body"],
-                headers={
-                    "Content-Type": "application/json",
-                    "Idempotency-Key": dedup_key,
-                    "X-Careflow-Kind": kind,
-                },
-            )
-            resp.raise_for_status()
-        except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}" + (
-                f" {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else ""
-            )
+        if (reason := await self._post(dedup_key, kind, row["body"])) is not None:
             await self._mark(dedup_key, "failed", reason)
             log.warning("notification delivery failed", dedup_key=dedup_key, kind=kind, reason=reason)
-            raise DeliveryFailed(reason) from None
+            raise DeliveryFailed(reason)
         await self._mark(dedup_key, "delivered", None)
         log.info("notification delivered", dedup_key=dedup_key, kind=kind, recipient_id=recipient_id)
         return NotificationResult(dedup_key, delivered=True, duplicate=False)
@@ -98,10 +84,18 @@ class Notifier:
         is configured; DeliveryFailed: it did not accept."""
         if self._url is None:
             return False
+        if (reason := await self._post(dedup_key, kind, json.dumps(body))) is not None:
+            raise DeliveryFailed(reason)
+        log.warning("notification delivered unrecorded", dedup_key=dedup_key, kind=kind)
+        return True
+
+    async def _post(self, dedup_key: str, kind: str, content: str) -> str | None:
+        """POST to the webhook, keyed for the receiver's deduplication; why it failed, or None."""
+        assert self._url is not None
         try:
             resp = await self._http.post(
                 self._url,
-                content=json.dumps(body),
+                content=content,
                 headers={
                     "Content-Type": "application/json",
                     "Idempotency-Key": dedup_key,
@@ -110,9 +104,9 @@ class Notifier:
             )
             resp.raise_for_status()
         except httpx.HTTPError as exc:
-            raise DeliveryFailed(type(exc).__name__) from None
-        log.warning("notification delivered unrecorded", dedup_key=dedup_key, kind=kind)
-        return True
+            status = f" {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else ""
+            return type(exc).__name__ + status
+        return None
 
     async def _mark(self, key: str, status: str, error: str | None) -> None:
         async with self._pool.acquire() as conn:

@@ -1,10 +1,10 @@
 """Following a long workflow from a command line: its result, each stage reported as it is entered
-(read through the workflow's own progress query)."""
+(read through the workflow's own progress query); or its status polled until it says enough."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 
@@ -29,3 +29,18 @@ async def follow(
         await asyncio.wait([result], timeout=every)
     done: R = result.result()
     return done
+
+
+S = TypeVar("S")
+
+
+async def poll_until(fetch: Callable[[], Awaitable[S]], done: Callable[[S], bool], timeout: float,
+                     every: float = 0.5) -> S:  # fmt: skip
+    """`fetch()` every `every` seconds until `done` says so or `timeout` has passed; its last answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await fetch()
+        if done(got) or loop.time() > deadline:
+            return got
+        await asyncio.sleep(every)
