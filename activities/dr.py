@@ -249,7 +249,9 @@ class DrActivities:
             "recovery": [r.model_dump() for r in recovery],
         }
         await self._notifier.send(
-            dedup_key=step_key(req.workflow_id, "record"), kind="dr-failover", recipient_id="operations",
+            # One message per phase recorded (failed over; then the inference tier restored).
+            dedup_key=step_key(req.workflow_id, f"record-{req.steps[-1][0]}"), kind="dr-failover",
+            recipient_id="operations",
             workflow_id=req.workflow_id, body=body,
         )  # fmt: skip
         return recovery
@@ -379,7 +381,7 @@ def measured(req: RecordRequest) -> list[FeatureRecovery]:
         if not hit or not o.built:
             continue
         rto = max(hit)
-        lossless = none_lost or "database" not in o.depends_on or "database" not in ends
+        lossless = none_lost or "database" not in o.depends_on
         found.append(
             FeatureRecovery(
                 feature=o.feature, rto_s=round(rto.total_seconds(), 3),

@@ -52,6 +52,7 @@ from starters.devstack import standby as standby_stack
 from workers.registry import sandbox_runner
 from workflows.dr_failback import DRFailbackWorkflow
 from workflows.dr_failover import DRFailoverWorkflow
+from workflows.platform_canary import PlatformCanaryWorkflow
 
 
 @dataclass
@@ -159,6 +160,9 @@ async def one_round(
     out.outcome = done.stage.value
     if done.stage is not FailoverStage.FAILED_OVER:
         print(f"  [{mode}] failover ended {done.stage.value}: {done.reason}")
+        work.cancel()  # the batch cannot finish: its senders stop here
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
         return out
     out.rto_s = done.recovery[0].rto_s if done.recovery else 0.0
     out.acked = ledger.acked
@@ -269,7 +273,8 @@ async def main() -> None:
             mine = Settings(standby_synchronous=mode == "synchronous")
             pool = await create_pool(mine)
             async with Worker(
-                client, task_queue=queue, workflows=[DRFailoverWorkflow, DRFailbackWorkflow],
+                client, task_queue=queue,
+                workflows=[DRFailoverWorkflow, DRFailbackWorkflow, PlatformCanaryWorkflow],  # + its child
                 activities=DrActivities(mine, pool, Notifier(pool, None)).all(),
                 workflow_runner=sandbox_runner(),
             ):  # fmt: skip

@@ -33,6 +33,7 @@ dr_app = typer.Typer(
     name="dr", help="Disaster recovery: backups, drills, and failing the database or inference over."
 )
 console = make_console()
+AUDIT_POOL_WAIT_S = 5.0  # the approval does not wait on a database that is down to audit a refusal
 
 
 def describe(st: FailoverStatus) -> str:
@@ -140,8 +141,10 @@ def approve(
         wid = await _resolve(incident)
         client = await cli_connect(settings)
         try:  # a refusal is audited when the database answers; while it is what is down, not
-            pool: asyncpg.Pool | None = await cli_pool(settings, database_pool_min=1, database_pool_max=2)
-        except CliError:
+            pool: asyncpg.Pool | None = await asyncio.wait_for(
+                cli_pool(settings, database_pool_min=1, database_pool_max=2), AUDIT_POOL_WAIT_S
+            )
+        except (CliError, TimeoutError, asyncpg.PostgresError):
             pool = None
         try:
             await client_of.approve(client, wid, Approval(by=by, note=note), pool)
@@ -194,13 +197,13 @@ def failback(
     except ValidationError as exc:
         raise CliError(f"invalid failback request: {error_fields(exc)}") from None
 
-    async def run() -> tuple[str, FailbackStatus]:
+    async def run() -> FailbackStatus:
         client = await cli_connect(settings)
         started = await client_of.start_failback(client, inp)
         console.print(f"{escape(started.workflow_id)}: {escape(settings.workflow_url(started.workflow_id))}")
-        return started.workflow_id, await client_of.failback_settled(client, started.workflow_id)
+        return await client_of.failback_settled(client, started.workflow_id)
 
-    _, st = asyncio.run(run())
+    st = asyncio.run(run())
     console.print(escape(describe_failback(st)))
 
 

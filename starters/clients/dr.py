@@ -16,11 +16,13 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
+from temporalio.service import RPCError
 
 from careflow import task_queues
 from careflow.models.dr import PIPELINE, Approval, FailoverInput, FailoverStage, FailoverStatus, workflow_id
 from careflow.models.dr_failback import FailbackInput, FailbackStatus, failback_id
 from careflow.models.dr_monitor import MONITOR_ID, MONITOR_SCHEDULE_ID, MonitorInput
+from starters.clients import stages
 from starters.clients.keyed_start import Started, start_keyed
 from starters.clients.updates import execute_audited
 from workflows import search_attributes as sa
@@ -58,18 +60,30 @@ async def status(client: Client, wid: str) -> FailoverStatus:
 
 async def assessed(client: Client, wid: str, timeout: float = 60) -> FailoverStatus:
     """The failover once its assessment is in (probing an unreachable site takes seconds)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        st = await status(client, wid)
-        if st.stage is not FailoverStage.ASSESSING or loop.time() > deadline:
-            return st
-        await asyncio.sleep(0.5)
+    return await stages.poll_until(
+        lambda: status(client, wid), lambda st: st.stage is not FailoverStage.ASSESSING, timeout
+    )
 
 
 async def result(client: Client, wid: str) -> FailoverStatus:
-    st: FailoverStatus = await client.get_workflow_handle_for(DRFailoverWorkflow.run, wid).result()
-    return st
+    """The failover's outcome: its result, or sooner its settled status once the recovery is recorded
+    (a rerouted inference tier keeps the run waiting for its server, not the caller)."""
+    handle = client.get_workflow_handle_for(DRFailoverWorkflow.run, wid)
+    ended = asyncio.ensure_future(handle.result())
+    try:
+        while True:
+            await asyncio.wait([ended], timeout=0.5)
+            if ended.done():
+                done: FailoverStatus = ended.result()
+                return done
+            try:
+                st: FailoverStatus = await handle.query(DRFailoverWorkflow.status)
+            except RPCError:  # no worker answers queries right now: the result is awaited
+                continue
+            if st.stage.settled and st.recovery:
+                return st
+    finally:
+        ended.cancel()
 
 
 async def approve(client: Client, wid: str, a: Approval, audit_pool: asyncpg.Pool | None) -> FailoverStatus:
@@ -105,13 +119,10 @@ async def failback_status(client: Client, wid: str) -> FailbackStatus:
 
 async def failback_settled(client: Client, wid: str, timeout: float = 3600) -> FailbackStatus:
     """The failback once it waits for the operator or has ended (a rebuild takes a base backup's time)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        st = await failback_status(client, wid)
-        if st.stage not in ("assessing", "rebuilding", "switching-back") or loop.time() > deadline:
-            return st
-        await asyncio.sleep(1.0)
+    busy = ("assessing", "rebuilding", "switching-back")
+    return await stages.poll_until(
+        lambda: failback_status(client, wid), lambda st: st.stage not in busy, timeout, every=1.0
+    )
 
 
 async def return_to_site(client: Client, wid: str, a: Approval, audit_pool: asyncpg.Pool) -> FailbackStatus:
